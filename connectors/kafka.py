@@ -1,0 +1,504 @@
+"""Kafka source and sink for Bytewax, plus the small admin helpers around them.
+
+Why our own: Bytewax's built-in sink flushes every batch and drops failed deliveries silently, and
+its source never commits offsets and idles silently when the broker is gone. Here:
+
+- :class:`KafkaSource` has one Bytewax partition per Kafka partition (``"md.book#0"``), keeps the
+  next offset to read in Bytewax snapshots (resume exactly there), consumes in batches with
+  ``assign()`` (never a group join: Tansu's takes ~20 s), starts at ``earliest``, ``latest`` or a
+  timestamp, can stop at the end of every partition, raises when the broker stays unreachable, and
+  commits snapshotted offsets to ``group_id`` (if given) so standard tools show the lag.
+- :class:`KafkaSink` writes ``(key, value)`` with an idempotent producer, never flushes per batch,
+  and raises on the next write or on close if any delivery failed.
+
+Tansu quirks handled here (see DESIGN.md): its ``ListOffsets`` answers "latest" with a high
+watermark that can be one produce batch low and answers every timestamp query with 0. So "latest"
+skips what lies below the high watermark of the first fetch response (which is exact), and a
+timestamp start skips messages older than the timestamp until the first one that is not (a no-op on
+Apache Kafka, whose lookup is exact). The end of a partition is detected with partition-EOF.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient, NewTopic
+
+__all__ = [
+    "KafkaSink",
+    "KafkaSource",
+    "Message",
+    "ensure_topics",
+    "event_key",
+    "parse_part",
+    "partition_lag",
+    "produce_lines",
+]
+
+log = logging.getLogger(__name__)
+
+Message = tuple[bytes | None, bytes, int]  # (key, value, Kafka message timestamp in ms)
+
+IDLE_WAIT = timedelta(milliseconds=5)  # how long an idle partition sleeps between polls
+_UNUSED_GROUP = "md-unused"  # librdkafka wants a group.id even when nothing joins or commits
+_BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
+
+
+def _client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Common settings: route librdkafka logs through :mod:`logging` instead of raw stderr."""
+    cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log}
+    cfg.update(extra or {})
+    return cfg
+
+
+def parse_part(part: str) -> tuple[str, int]:
+    """``"md.book#3"`` -> ``("md.book", 3)`` (topic names may not contain ``#``)."""
+    topic, _, idx = part.rpartition("#")
+    return topic, int(idx)
+
+
+def _parse_start(start: str) -> int | None:
+    """``None`` for earliest, ``-1`` for latest, else a timestamp in ms; rejects anything else."""
+    if start == "earliest":
+        return None
+    if start == "latest":
+        return -1
+    try:
+        ts = int(start)
+    except ValueError:
+        msg = f"start must be earliest, latest or ms since the epoch: {start!r}"
+        raise ValueError(msg) from None
+    if ts < 0:
+        raise ValueError(f"start timestamp must not be negative: {start!r}")
+    return ts
+
+
+class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
+    """One Kafka partition read with ``assign()``; the snapshot is the next offset to read.
+
+    The snapshot is ``None`` until the starting point is resolved to a concrete offset (first
+    message delivered or end of partition seen): resuming from ``None`` starts afresh, which is
+    right because nothing was emitted yet.
+    """
+
+    def __init__(
+        self,
+        src: KafkaSource,
+        topic: str,
+        idx: int,
+        resume_state: int | None,
+    ) -> None:
+        self._topic, self._idx = topic, idx
+        self._batch_size = src._batch_size
+        self._stop_at_end = src._stop_at_end
+        self._fail_after_s = src._fail_after_s
+        self._group_id = src._group_id
+        self._down_since: float | None = None
+        self._last_error: KafkaError | None = None
+        self._eof = False
+        self._awake: datetime | None = None
+        self._committed: int | None = None
+        self._skip_below: int | None = None  # latest: offsets below this existed at the start
+        self._min_ts: int | None = None  # timestamp start: skip older messages until one is not
+        self._latest = False
+        self._offset: int | None = resume_state
+        cfg = _client_config(
+            src._bootstrap,
+            {
+                "group.id": src._group_id or _UNUSED_GROUP,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "error",
+                "error_cb": self._on_error,
+                "on_commit": self._on_commit,
+            },
+        )
+        cfg.update(src._config)
+        self._consumer = Consumer(cfg)
+        if resume_state is not None:
+            start = resume_state
+        else:
+            start = self._resolve_start(_parse_start(src._start))
+        self._consumer.assign([TopicPartition(topic, idx, start)])
+
+    def _resolve_start(self, start: int | None) -> int:
+        if start is None:
+            return OFFSET_BEGINNING
+        if start == -1:
+            self._latest = True
+            return OFFSET_END
+        self._min_ts = start
+        tp = TopicPartition(self._topic, self._idx, start)
+        try:
+            found = self._consumer.offsets_for_times([tp], timeout=self._fail_after_s)[0]
+        except KafkaException as e:
+            raise RuntimeError(f"{self._part}: timestamp lookup failed: {e}") from e
+        if found.error is not None:
+            raise RuntimeError(f"{self._part}: timestamp lookup failed: {found.error}")
+        return found.offset if found.offset >= 0 else OFFSET_END
+
+    @property
+    def _part(self) -> str:
+        return f"{self._topic}#{self._idx}"
+
+    def _on_error(self, err: KafkaError) -> None:
+        """librdkafka's client-level errors: log them, and time how long the broker is gone."""
+        log.warning("kafka source %s: %s", self._part, err)
+        self._last_error = err
+        if err.fatal():
+            self._down_since = float("-inf")
+        elif err.code() in _BROKER_DOWN and self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def _on_commit(self, err: KafkaError | None, parts: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("kafka source %s: offset commit failed: %s", self._part, err)
+
+    def _check_broker(self) -> None:
+        """Raise if the broker has been unreachable for longer than ``fail_after_s``."""
+        if self._down_since is None:
+            return
+        if self._down_since != float("-inf"):
+            if time.monotonic() - self._down_since < self._fail_after_s:
+                return
+            try:  # it may be back with nothing to say on an idle partition: ask it
+                self._consumer.list_topics(self._topic, timeout=2.0)
+                self._down_since = None
+                return
+            except KafkaException:
+                pass
+        raise RuntimeError(
+            f"Kafka source {self._part}: broker unreachable for more than "
+            f"{self._fail_after_s:g} s (last error: {self._last_error})"
+        )
+
+    def next_batch(self) -> list[Message]:
+        if self._eof:
+            raise StopIteration()
+        self._check_broker()
+        msgs = self._consumer.consume(self._batch_size, 0)
+        if not msgs:
+            self._awake = datetime.now(UTC) + IDLE_WAIT
+            return []
+        self._awake = None
+        self._down_since = None
+        if self._latest and self._skip_below is None:
+            # The first fetch response's high watermark is exact, unlike Tansu's ListOffsets.
+            self._skip_below = self._consumer.get_watermark_offsets(
+                TopicPartition(self._topic, self._idx), cached=True
+            )[1]
+        out: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    if self._offset is None or m.offset() > self._offset:
+                        self._offset = m.offset()
+                    self._min_ts = None
+                    self._latest = False
+                    if self._stop_at_end:
+                        self._eof = True  # emit this batch, stop on the next call
+                        break
+                    continue
+                if err.retriable() and not err.fatal():
+                    log.warning("kafka source %s: %s", self._part, err)
+                    continue
+                raise RuntimeError(f"Kafka source {self._part}: {err}")
+            off = m.offset()
+            self._offset = off + 1
+            if self._latest:
+                if self._skip_below is not None and off < self._skip_below:
+                    continue
+                self._latest = False
+            ts = m.timestamp()[1]
+            if self._min_ts is not None:
+                if ts < self._min_ts:
+                    continue
+                self._min_ts = None
+            out.append((m.key(), m.value(), ts))
+        if self._latest or self._min_ts is not None:
+            # Still skipping: a resume must redo the start, not trust the skipped position.
+            self._offset = None
+        return out
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int | None:
+        off = self._offset
+        if self._group_id and off is not None and off != self._committed:
+            tp = TopicPartition(self._topic, self._idx, off)
+            try:
+                self._consumer.commit(offsets=[tp], asynchronous=True)
+                self._committed = off
+            except KafkaException as e:
+                log.warning("kafka source %s: offset commit failed: %s", self._part, e)
+        return off
+
+    def close(self) -> None:
+        off = self._offset
+        if self._group_id and off is not None and off != self._committed:
+            try:
+                tp = TopicPartition(self._topic, self._idx, off)
+                self._consumer.commit(offsets=[tp], asynchronous=False)
+            except KafkaException as e:
+                log.warning("kafka source %s: final offset commit failed: %s", self._part, e)
+        self._consumer.close()
+
+
+class KafkaSource(FixedPartitionedSource[Message, int | None]):
+    """Read topics as ``(key, value, timestamp_ms)``; one Bytewax partition per Kafka partition.
+
+    ``start`` is ``"earliest"``, ``"latest"`` or ms since the epoch; it only applies to partitions
+    without resume state. ``stop_at_end`` ends each partition at its end (backfills, benchmarks).
+    ``group_id``: snapshotted offsets are also committed there (offsets are never auto-committed).
+    ``config`` is merged into the librdkafka consumer settings.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: list[str],
+        *,
+        start: str = "earliest",
+        stop_at_end: bool = False,
+        batch_size: int = 1000,
+        group_id: str | None = None,
+        config: dict[str, str] | None = None,
+        fail_after_s: float = 60.0,
+    ) -> None:
+        if isinstance(topics, str):
+            raise TypeError("topics must be a list of topic names, not a string")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        _parse_start(start)
+        self._bootstrap = bootstrap
+        self._topics = list(topics)
+        self._start = start
+        self._stop_at_end = stop_at_end
+        self._batch_size = batch_size
+        self._group_id = group_id or None
+        self._config: dict[str, Any] = dict(config or {})
+        self._fail_after_s = fail_after_s
+
+    def list_parts(self) -> list[str]:
+        """Every partition of every topic, e.g. ``md.book#0``; fails if a topic is missing."""
+        admin = AdminClient(_client_config(self._bootstrap, self._config))
+        parts: list[str] = []
+        for topic in self._topics:
+            try:
+                md = admin.list_topics(topic, timeout=self._fail_after_s)
+            except KafkaException as e:
+                raise RuntimeError(
+                    f"Kafka at {self._bootstrap} unreachable for {self._fail_after_s:g} s: {e}"
+                ) from e
+            tmd = md.topics.get(topic)
+            if tmd is None or tmd.error is not None or not tmd.partitions:
+                err = tmd.error if tmd is not None else "not found"
+                raise RuntimeError(f"Kafka topic {topic!r} unavailable: {err}")
+            parts.extend(f"{topic}#{i}" for i in sorted(tmd.partitions))
+        return parts
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> StatefulSourcePartition[Message, int | None]:
+        topic, idx = parse_part(for_part)
+        if topic not in self._topics:
+            raise ValueError(f"partition {for_part!r} is not from the topics {self._topics}")
+        return _KafkaPartition(self, topic, idx, resume_state)
+
+
+class _SinkPartition(StatelessSinkPartition[tuple[bytes | str, bytes]]):
+    """One idempotent producer per worker; failures surface on the next write or on close."""
+
+    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
+        self._topic = topic
+        self._failures: list[str] = []
+        cfg = _client_config(
+            bootstrap,
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "on_delivery": self._on_delivery,
+                "delivery.report.only.error": True,
+                "error_cb": self._on_error,
+            },
+        )
+        cfg.update(config)
+        self._producer = Producer(cfg)
+
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()} key={msg.key()!r}: {err}")
+
+    def _on_error(self, err: KafkaError) -> None:
+        log.warning("kafka sink %s: %s", self._topic, err)
+        if err.fatal():
+            self._failures.append(f"fatal producer error: {err}")
+
+    def _raise_failures(self) -> None:
+        if self._failures:
+            n, first = len(self._failures), self._failures[0]
+            self._failures = []
+            raise RuntimeError(f"Kafka sink {self._topic}: {n} deliveries failed, first: {first}")
+
+    def write_batch(self, items: list[tuple[bytes | str, bytes]]) -> None:
+        self._raise_failures()
+        produce, poll, topic = self._producer.produce, self._producer.poll, self._topic
+        for key, value in items:
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:
+                    poll(0.05)  # local queue full: serve deliveries, then retry
+        poll(0)
+        self._raise_failures()
+
+    def close(self) -> None:
+        remaining = self._producer.flush(60)
+        self._raise_failures()
+        if remaining:
+            raise RuntimeError(f"Kafka sink {self._topic}: {remaining} messages not delivered")
+
+
+class KafkaSink(DynamicSink[tuple[bytes | str, bytes]]):
+    """Write ``(key, value)`` items to ``topic`` (idempotent producer, ``acks=all``).
+
+    Messages are flushed on close, not per batch; a failed delivery raises on the next
+    ``write_batch`` or on close. ``config`` is merged into the librdkafka producer settings.
+    """
+
+    def __init__(self, bootstrap: str, topic: str, *, config: dict[str, str] | None = None) -> None:
+        self._bootstrap = bootstrap
+        self._topic = topic
+        self._config: dict[str, Any] = dict(config or {})
+
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[tuple[bytes | str, bytes]]:
+        return _SinkPartition(self._bootstrap, self._topic, self._config)
+
+
+def ensure_topics(
+    bootstrap: str, topics: list[str], partitions: int = 4, timeout_s: float = 30
+) -> None:
+    """Create the topics that do not exist yet; existing ones are left alone (idempotent)."""
+    admin = AdminClient(_client_config(bootstrap))
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as e:
+        raise RuntimeError(f"Kafka at {bootstrap} unreachable: {e}") from e
+    new = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
+    if not new:
+        return
+    for topic, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise RuntimeError(f"cannot create topic {topic!r}: {e}") from e
+
+
+def event_key(line: bytes) -> bytes:
+    """The Kafka key of a canonical event: ``ex:SYM``."""
+    obj = orjson.loads(line)
+    return f"{obj['ex']}:{obj['sym']}".encode()
+
+
+def produce_lines(
+    bootstrap: str,
+    topic: str,
+    lines: Iterable[bytes],
+    *,
+    key_of: Callable[[bytes], bytes] | None = None,
+) -> int:
+    """Produce raw JSON lines keyed ``ex:SYM``; returns the count, raises if any delivery failed.
+
+    Blank lines are skipped. Uses an idempotent producer and flushes once at the end.
+    """
+    key_of = key_of or event_key
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    producer = Producer(
+        _client_config(
+            bootstrap,
+            {
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 10,
+                "on_delivery": on_delivery,
+                "delivery.report.only.error": True,
+            },
+        )
+    )
+    n = 0
+    for raw in lines:
+        line = raw.strip()
+        if not line:
+            continue
+        key = key_of(line)
+        while True:
+            try:
+                producer.produce(topic, line, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        n += 1
+        if n % 10000 == 0:
+            producer.poll(0)
+    remaining = producer.flush(120)
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {n} messages to {topic} failed: {failures[0]}")
+    if remaining:
+        raise RuntimeError(f"{remaining} of {n} messages to {topic} not delivered in time")
+    return n
+
+
+def partition_lag(bootstrap: str, group_id: str, topics: list[str]) -> dict[str, int]:
+    """``"topic#p"`` -> high watermark - committed offset (whole partition if nothing committed).
+
+    On Tansu the high watermark can read low by up to one produce batch, so the lag is clamped at
+    zero and may under-report by that much; on Apache Kafka it is exact.
+    """
+    consumer = Consumer(
+        _client_config(bootstrap, {"group.id": group_id, "enable.auto.commit": False})
+    )
+    try:
+        tps: list[TopicPartition] = []
+        for topic in topics:
+            tmd = consumer.list_topics(topic, timeout=10).topics[topic]
+            if tmd.error is not None:
+                raise RuntimeError(f"Kafka topic {topic!r} unavailable: {tmd.error}")
+            tps.extend(TopicPartition(topic, i) for i in sorted(tmd.partitions))
+        committed = consumer.committed(tps, timeout=10)
+        lag: dict[str, int] = {}
+        for tp in committed:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            pos = tp.offset if tp.offset >= 0 else low
+            lag[f"{tp.topic}#{tp.partition}"] = max(0, high - pos)
+        return lag
+    finally:
+        consumer.close()

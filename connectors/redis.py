@@ -1,0 +1,182 @@
+"""Redis: the latest market state, written idempotently and never backwards.
+
+Layout (one hash or sorted set per symbol, so a Redis Cluster spreads symbols across slots):
+
+- ``md:book:{ex}:{SYM}``: hash ``v`` (version), ``data`` (the book record as JSON).
+- ``md:ticker:{ex}:{SYM}``: the same for the ticker record.
+- ``md:candles:{ex}:{SYM}:{iv}``: sorted set scored by open time ``t``, one member per candle
+  (its JSON, prefixed by a fixed-width version so equal scores sort by version), keeping the
+  newest ``retention`` candles.
+
+Every write is a Lua script that compares versions and does nothing when the stored state is
+newer, then publishes the record on the channel named like the key. Replays after a crash
+re-send records already written: they change nothing and publish nothing, and a reader never sees
+state move backwards. Versions: book ``seq`` then ``ts``; ticker ``closeTime`` then ``count``;
+candle ``2·n + closed`` (``n`` only grows, ``closed`` flips once, so later versions are larger).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+__all__ = [
+    "RedisRecordSink",
+    "book_key",
+    "candle_key",
+    "candle_version",
+    "read_book",
+    "read_candles",
+    "read_ticker",
+    "ticker_key",
+]
+
+log = logging.getLogger(__name__)
+
+# KEYS[1]=key; ARGV: version parts (2 numbers), payload. Write when (v1,v2) >= stored.
+_LATEST = """
+local cur1 = tonumber(redis.call('HGET', KEYS[1], 'v1') or '-1')
+local cur2 = tonumber(redis.call('HGET', KEYS[1], 'v2') or '-1')
+local v1, v2 = tonumber(ARGV[1]), tonumber(ARGV[2])
+if v1 < cur1 or (v1 == cur1 and v2 < cur2) then return 0 end
+if v1 == cur1 and v2 == cur2 and redis.call('HGET', KEYS[1], 'data') == ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'v1', ARGV[1], 'v2', ARGV[2], 'data', ARGV[3])
+redis.call('PUBLISH', KEYS[1], ARGV[3])
+return 1
+"""
+
+# KEYS[1]=zset; ARGV: t, version, payload, retention. Members are "<version:12d>|<json>".
+_CANDLE = """
+local t, v = tonumber(ARGV[1]), tonumber(ARGV[2])
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], t, t)
+for _, m in ipairs(old) do
+  local ov = tonumber(string.sub(m, 1, 12))
+  if ov > v then return 0 end
+  if ov == v and string.sub(m, 14) == ARGV[3] then return 0 end
+end
+if #old > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], t, t) end
+redis.call('ZADD', KEYS[1], t, string.format('%012d', v) .. '|' .. ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+local keep = tonumber(ARGV[4])
+if keep > 0 and n > keep then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1) end
+redis.call('PUBLISH', KEYS[1], ARGV[3])
+return 1
+"""
+
+
+def book_key(ex: str, sym: str) -> str:
+    return f"md:book:{ex}:{sym}"
+
+
+def ticker_key(ex: str, sym: str) -> str:
+    return f"md:ticker:{ex}:{sym}"
+
+
+def candle_key(ex: str, sym: str, iv: str) -> str:
+    return f"md:candles:{ex}:{sym}:{iv}"
+
+
+def candle_version(rec: dict[str, Any]) -> int:
+    return 2 * int(rec["n"]) + (1 if rec["closed"] else 0)
+
+
+class _Writer:
+    """Pipelined, scripted writes for one worker; retries transient connection errors."""
+
+    def __init__(self, url: str, retention: int) -> None:
+        self.client = redis.Redis.from_url(url)
+        self.latest = self.client.register_script(_LATEST)
+        self.candle = self.client.register_script(_CANDLE)
+        self.retention = retention
+        self.written = 0
+        self.skipped = 0
+
+    def write(self, records: Iterable[dict[str, Any]]) -> None:
+        batch = list(records)
+        if not batch:
+            return
+        for attempt in range(8):
+            try:
+                self._write(batch)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                if attempt == 7:
+                    raise
+                log.warning("redis write failed (%s); retrying", e)
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for rec in batch:
+            kind = rec.get("type")
+            payload = orjson.dumps(rec)
+            if kind == "book":
+                self.latest(keys=[book_key(rec["ex"], rec["sym"])],
+                            args=[rec["seq"] if rec["seq"] is not None else -1, rec["ts"], payload],
+                            client=pipe)
+            elif kind == "ticker":
+                self.latest(keys=[ticker_key(rec["ex"], rec["sym"])],
+                            args=[rec["closeTime"], rec["count"], payload], client=pipe)
+            elif kind == "candle":
+                self.candle(keys=[candle_key(rec["ex"], rec["sym"], rec["iv"])],
+                            args=[rec["t"], candle_version(rec), payload, self.retention],
+                            client=pipe)
+            else:
+                raise ValueError(f"not a Redis record: {kind!r}")
+        results = pipe.execute()
+        n = sum(1 for r in results if r == 1)
+        self.written += n
+        self.skipped += len(results) - n
+
+
+class _Partition(StatelessSinkPartition[dict[str, Any]]):
+    def __init__(self, url: str, retention: int) -> None:
+        self.writer = _Writer(url, retention)
+
+    def write_batch(self, items: list[dict[str, Any]]) -> None:
+        self.writer.write(items)
+
+    def close(self) -> None:
+        self.writer.client.close()
+
+
+class RedisRecordSink(DynamicSink[dict[str, Any]]):
+    """Writes book, ticker and candle records (dicts) to Redis; see the module docstring."""
+
+    def __init__(self, url: str, retention: int = 1440) -> None:
+        self.url = url
+        self.retention = retention
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        return _Partition(self.url, self.retention)
+
+
+# -- readers (API, tests, status views) -----------------------------------------------------------
+def _read_latest(client: redis.Redis, key: str) -> dict[str, Any] | None:
+    data = client.hget(key, "data")
+    return orjson.loads(data) if data is not None else None
+
+
+def read_book(client: redis.Redis, ex: str, sym: str) -> dict[str, Any] | None:
+    return _read_latest(client, book_key(ex, sym))
+
+
+def read_ticker(client: redis.Redis, ex: str, sym: str) -> dict[str, Any] | None:
+    return _read_latest(client, ticker_key(ex, sym))
+
+
+def read_candles(client: redis.Redis, ex: str, sym: str, iv: str, start: int | str = "-inf",
+                 end: int | str = "+inf", limit: int | None = None) -> list[dict[str, Any]]:
+    """Candles with open time in ``[start, end]``, oldest first (the newest ``limit`` of them)."""
+    key = candle_key(ex, sym, iv)
+    if limit is None:
+        members = client.zrangebyscore(key, start, end)
+    else:
+        members = client.zrevrangebyscore(key, end, start, start=0, num=limit)[::-1]
+    return [orjson.loads(m[13:]) for m in members]

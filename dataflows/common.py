@@ -1,0 +1,183 @@
+"""What the three flows share: the keyed per-symbol logic, and the wiring around it.
+
+Every flow is the same shape (DESIGN.md): messages keyed ``ex:SYM`` → decode at the worker that
+owns the key → a pure per-symbol state from ``operators/`` → records to Redis (live) or a file
+(replay), dead letters to ``md.deadletter`` (live) or a file. Only the state class differs.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from dataflows import metrics
+from operators.events import BookEvent, DeadLetter, Trade, decode
+
+__all__ = ["KeyedState", "build_flow", "live_flow", "replay_flow"]
+
+log = logging.getLogger(__name__)
+
+Message = tuple[bytes | None, bytes, int]
+
+
+class KeyedState(Protocol):
+    """The interface every per-symbol operator state offers (see operators/); trade flows'
+    states take trades with ``on_trade``, the book's takes book events with ``on_event``."""
+
+    def advance(self, now_ms: int) -> list[dict[str, Any]]: ...
+    def flush(self) -> list[dict[str, Any]]: ...
+    def next_deadline(self) -> int | None: ...
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Logic(StatefulBatchLogic[Message, dict[str, Any], bytes]):
+    """Decodes messages for one key and drives its state; in live mode also from the clock.
+
+    Event time maps to the clock by the newest event: ``event_now = max_ts + (wall - wall_then)``,
+    so a quiet symbol's timers (book throttle, candle close) still fire on time. Replay never
+    looks at the clock: its output is a function of the input alone.
+    """
+
+    def __init__(self, flow: str, kind: type, make_state: Callable[[str], KeyedState],
+                 live: bool, resume: bytes | None) -> None:
+        self.flow, self.kind, self.make_state, self.live = flow, kind, make_state, live
+        self.key = ""
+        self.state: Any = None  # built on the first message: Bytewax does not tell the key
+        self.max_ts = 0
+        self.wall = 0
+        if resume is not None:
+            self.key, self.state, self.max_ts = pickle.loads(resume)
+            self.wall = _now_ms()
+
+    def _decode(self, msg: Message) -> Any:
+        e = decode(msg[1])
+        if isinstance(e, DeadLetter):
+            e.key = e.key or self.key
+            e.stage = self.flow
+            return e
+        if not isinstance(e, self.kind):
+            return DeadLetter(f"unexpected {type(e).__name__} event in the {self.flow} flow",
+                              msg[1].decode("utf-8", "replace"), e.key, self.flow)
+        if e.key != self.key:
+            return DeadLetter(f"message key {self.key!r} does not match the event's {e.key!r}",
+                              msg[1].decode("utf-8", "replace"), e.key, self.flow)
+        if e.ts > self.max_ts:
+            self.max_ts = e.ts
+            if self.live:
+                self.wall = _now_ms()
+        return e
+
+    def on_batch(self, values: list[Message]) -> tuple[list[dict[str, Any]], bool]:
+        out: list[dict[str, Any]] = []
+        if self.state is None:
+            self.key = _message_key(values[0])
+            self.state = self.make_state(self.key)
+        handle = self.state.on_trade if self.kind is Trade else self.state.on_event
+        for msg in values:
+            e = self._decode(msg)
+            if type(e) is DeadLetter:
+                out.append(e.record())
+            else:
+                out.extend(handle(e))
+        metrics.count_batch(self.flow, len(values), out)
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if not self.live or self.state is None:
+            return None
+        d = self.state.next_deadline()
+        if d is None:
+            return None
+        at = self.wall + max(0, d - self.max_ts)
+        return datetime.fromtimestamp(at / 1000, tz=UTC)
+
+    def on_notify(self) -> tuple[list[dict[str, Any]], bool]:
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        out = self.state.advance(self.max_ts + max(0, _now_ms() - self.wall))
+        metrics.count_batch(self.flow, 0, out)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
+        if self.state is None:
+            return [], StatefulBatchLogic.RETAIN
+        out = self.state.flush()
+        metrics.count_batch(self.flow, 0, out)
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        # Pickled here, not later: the state keeps changing after this call returns.
+        return pickle.dumps((self.key, self.state, self.max_ts), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _message_key(msg: Message) -> str:
+    return msg[0].decode("utf-8", "replace") if msg[0] else "?"
+
+
+def build_flow(name: str, source: Source[Message], kind: type,
+               make_state: Callable[[str], KeyedState], records: Sink[dict[str, Any]],
+               deadletters: Sink[dict[str, Any]], live: bool,
+               extra: list[Sink[dict[str, Any]]] | None = None) -> Dataflow:
+    """messages → key ``ex:SYM`` → per-symbol state → records | dead letters."""
+
+    def builder(resume: bytes | None) -> _Logic:
+        return _Logic(name, kind, make_state, live, resume)
+
+    flow = Dataflow(name)
+    msgs = op.input("in", flow, source)
+    keyed = op.key_on("key", msgs, _message_key)
+    out = op.stateful_batch(name, keyed, builder)
+    values = op.map("value", out, lambda kv: kv[1])
+    split = op.branch("split", values, lambda r: r["type"] != "deadletter")
+    op.output("out", split.trues, records)
+    for i, sink in enumerate(extra or []):
+        op.output(f"out{i + 1}", split.trues, sink)
+    op.output("deadletter", split.falses, deadletters)
+    return flow
+
+
+def replay_flow(name: str, kind: type, make_state: Callable[[str], KeyedState], input_path: str,
+                output_path: str, deadletter_path: str | None) -> Dataflow:
+    """The flow over a file: event-time only, deterministic, flushed at end of input."""
+    from connectors.files import DiscardSink, JsonLinesSink, ReplaySource
+
+    want = "book" if kind is BookEvent else "trade"
+    dl: Sink[dict[str, Any]] = JsonLinesSink(deadletter_path) if deadletter_path else DiscardSink()
+    return build_flow(name, ReplaySource(input_path, want), kind, make_state,
+                      JsonLinesSink(output_path), dl, live=False)
+
+
+def live_flow(name: str, cfg: Any, topic: str, kind: type,
+              make_state: Callable[[str], KeyedState], output_topic: str) -> Dataflow:
+    """The flow over Kafka into Redis (and optionally Kafka ``output_topic``)."""
+    from connectors.kafka import KafkaSource
+    from connectors.records import RecordKafkaSink
+    from connectors.redis import RedisRecordSink
+
+    metrics.serve(cfg.metrics_port)
+    source = KafkaSource(cfg.kafka_bootstrap, [cfg.topic(topic)], start=cfg.start,
+                         stop_at_end=cfg.stop_at_end, batch_size=cfg.batch_size,
+                         group_id=cfg.group_id or f"marketdata-{name}")
+    extra: list[Sink[dict[str, Any]]] = []
+    if cfg.kafka_output:
+        extra.append(RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic(output_topic)))
+    return build_flow(name, source, kind, make_state,
+                      RedisRecordSink(cfg.redis_url, getattr(cfg, "retention", 1440)),
+                      RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic("deadletter")), live=True,
+                      extra=extra)
+
+
+KINDS = {"book": BookEvent, "trade": Trade}

@@ -1,0 +1,109 @@
+"""Configuration: flags override ``MD_*`` environment variables, which override defaults.
+
+One typed object per flow. Each field's environment variable is ``MD_`` + its upper-case name, so
+``kafka_bootstrap`` is ``MD_KAFKA_BOOTSTRAP``; ``marketdata config`` prints them all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BookConfig",
+    "CandleConfig",
+    "CommonConfig",
+    "TickerConfig",
+    "from_env",
+]
+
+
+def _list(text: str) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
+@dataclass(frozen=True)
+class CommonConfig:
+    """Settings shared by every flow."""
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    topic_prefix: str = "md."
+    recovery_dir: str = ""
+    group_id: str = ""
+    start: str = "earliest"  # earliest | latest | a timestamp in ms since the epoch
+    stop_at_end: bool = False  # stop at the end of each partition (backfills, benchmarks)
+    batch_size: int = 1000
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    log_level: str = "INFO"
+    kafka_output: bool = False  # also write the flow's records to Kafka
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+
+@dataclass(frozen=True)
+class BookConfig(CommonConfig):
+    """The order book flow (``dataflows.orderbook``)."""
+
+    depth: int = 20
+    emit_interval_ms: int = 100
+    max_levels: int = 0  # 0: keep every level
+    grouping: str = ""  # e.g. "binance:BTC-USDT=10,ETH-USDT=0.5": bucket size per key or symbol
+
+
+@dataclass(frozen=True)
+class CandleConfig(CommonConfig):
+    """The candle flow (``dataflows.candles``)."""
+
+    intervals: list[str] = field(default_factory=lambda: ["1m", "5m", "15m", "1h", "4h", "1d"])
+    lateness_ms: int = 2000
+    emit_interval_ms: int = 1000
+    fill_gaps: bool = True
+    retention: int = 1440  # candles kept in Redis per symbol and interval
+
+
+@dataclass(frozen=True)
+class TickerConfig(CommonConfig):
+    """The ticker flow (``dataflows.ticker``)."""
+
+    emit_interval_ms: int = 1000
+
+
+def _convert(value: str, kind: Any) -> Any:
+    if kind is bool:
+        v = value.strip().lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off", ""):
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    if kind is int:
+        return int(value)
+    if typing.get_origin(kind) is list:
+        return _list(value)
+    return value
+
+
+def from_env(cls: type[Any], env: typing.Mapping[str, str] | None = None, **overrides: Any) -> Any:
+    """Build ``cls`` from defaults, then ``MD_*`` variables, then non-``None`` ``overrides``."""
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        name = f"MD_{f.name.upper()}"
+        if name in env:
+            try:
+                values[f.name] = _convert(env[name], hints[f.name])
+            except ValueError as e:
+                raise SystemExit(f"invalid {name}: {e}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return cls(**values)
+
+
+def describe(cfg: Any) -> list[tuple[str, str, Any]]:
+    """``(field, environment variable, value)`` rows, for ``marketdata config``."""
+    return [(f.name, f"MD_{f.name.upper()}", getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the flows (``prometheus_client``), one HTTP port per process.
+
+Several flow processes on one host would clash on one port, so ``serve`` takes the first free port
+from the configured one upward and logs which it took.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prometheus_client import Counter, start_http_server
+
+__all__ = ["count_batch", "serve"]
+
+log = logging.getLogger(__name__)
+
+EVENTS_IN = Counter("md_flow_events_in_total", "Messages consumed by a flow step", ["flow"])
+RECORDS_OUT = Counter("md_flow_records_out_total", "Records emitted by a flow", ["flow", "type"])
+DEADLETTERS = Counter("md_flow_deadletters_total", "Rejected inputs by reason class",
+                      ["flow", "reason"])
+
+_served: list[int] = []
+
+
+def _reason_class(reason: str) -> str:
+    """A bounded label: the reason's first words, before any value it quotes."""
+    head = reason.split(":", 1)[0]
+    return " ".join(head.split()[:4])[:48]
+
+
+def count_batch(flow: str, n_in: int, out: list[dict[str, Any]]) -> None:
+    if n_in:
+        EVENTS_IN.labels(flow).inc(n_in)
+    for rec in out:
+        kind = rec["type"]
+        RECORDS_OUT.labels(flow, kind).inc()
+        if kind == "deadletter":
+            DEADLETTERS.labels(flow, _reason_class(rec["reason"])).inc()
+
+
+def serve(port: int, tries: int = 16) -> int | None:
+    """Expose ``/metrics`` on ``port`` or the next free one; ``0`` disables. Returns the port."""
+    if not port or _served:
+        return _served[0] if _served else None
+    for p in range(port, port + tries):
+        try:
+            start_http_server(p, addr="127.0.0.1")
+        except OSError:
+            continue
+        _served.append(p)
+        log.info("metrics on http://127.0.0.1:%d/metrics", p)
+        return p
+    log.warning("no free metrics port in %d..%d", port, port + tries - 1)
+    return None

@@ -1,0 +1,252 @@
+"""The canonical events of DESIGN.md: decode, validate, encode.
+
+Decoding never raises: bad input becomes a :class:`DeadLetter` carrying the reason, so that a flow
+counts and forwards it instead of dying. Prices and quantities are kept both as the exchange's
+string (printed back untouched) and as exact fixed-point units (see :mod:`operators.fixed`).
+
+>>> e = decode(b'{"type":"trade","ex":"binance","sym":"BTC-USDT","ts":1,"rts":2,'
+...            b'"id":"7","px":"43000.10","qty":"0.015","side":"buy"}')
+>>> e.key, e.px, e.px_u
+('binance:BTC-USDT', '43000.10', 43000100000000000000000)
+>>> decode(b'{"type":"trade","ex":"binance"}').reason
+'trade: missing field sym'
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from operators.fixed import DecimalError, parse
+
+__all__ = [
+    "ACTIONS",
+    "BookEvent",
+    "DeadLetter",
+    "Event",
+    "Level",
+    "Trade",
+    "decode",
+    "decode_obj",
+    "encode",
+    "encode_book_event",
+    "encode_trade",
+]
+
+ACTIONS = frozenset({"snapshot", "update", "insert", "delete"})
+SIDES = frozenset({"buy", "sell"})
+_SYM = re.compile(r"[A-Z0-9]+-[A-Z0-9]+\Z")
+_EX = re.compile(r"[a-z0-9_]+\Z")
+
+# A level as carried by an event: (price units, price string, quantity units, quantity string).
+Level = tuple[int, str, int, str]
+
+
+@dataclass(slots=True)
+class Trade:
+    """One trade. ``px_u``/``qty_u`` are exact units, ``px``/``qty`` the exchange's strings."""
+
+    ex: str
+    sym: str
+    ts: int
+    rts: int
+    id: str
+    px: str
+    qty: str
+    side: str
+    px_u: int = 0
+    qty_u: int = 0
+    px_dp: int = 0
+    qty_dp: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.ex}:{self.sym}"
+
+
+@dataclass(slots=True)
+class BookEvent:
+    """One order book event: a snapshot or a batch of level changes after which ``seq`` holds."""
+
+    ex: str
+    sym: str
+    ts: int
+    rts: int
+    action: str
+    seq: int
+    prev_seq: int | None
+    bids: list[Level] = field(default_factory=list)
+    asks: list[Level] = field(default_factory=list)
+    checksum: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.ex}:{self.sym}"
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """Input we refused, with the reason; goes to ``md.deadletter`` (or the replay output)."""
+
+    reason: str
+    raw: str
+    key: str | None = None
+    stage: str = "decode"
+
+    def record(self) -> dict[str, Any]:
+        return {"type": "deadletter", "stage": self.stage, "key": self.key,
+                "reason": self.reason, "raw": self.raw}
+
+
+Event = Trade | BookEvent
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _int(obj: dict[str, Any], name: str, kind: str, optional: bool = False) -> int | None:
+    v = obj.get(name)
+    if v is None:
+        if optional:
+            return None
+        raise _Invalid(f"{kind}: missing field {name}")
+    if type(v) is not int or v < 0:
+        raise _Invalid(f"{kind}: {name} must be a non-negative integer, got {v!r:.40}")
+    return v
+
+
+def _str(obj: dict[str, Any], name: str, kind: str) -> str:
+    v = obj.get(name)
+    if v is None:
+        raise _Invalid(f"{kind}: missing field {name}")
+    if type(v) is not str or not v:
+        raise _Invalid(f"{kind}: {name} must be a non-empty string, got {v!r:.40}")
+    return v
+
+
+def _levels(obj: dict[str, Any], name: str) -> list[Level]:
+    raw = obj.get(name, [])
+    if type(raw) is not list:
+        raise _Invalid(f"book: {name} must be a list of [price, quantity]")
+    out: list[Level] = []
+    for lv in raw:
+        if type(lv) is not list or len(lv) < 2:
+            raise _Invalid(f"book: {name} level must be [price, quantity], got {lv!r:.40}")
+        px, qty = lv[0], lv[1]
+        try:
+            pu, _ = parse(px)
+            qu, _ = parse(qty)
+        except DecimalError as e:
+            raise _Invalid(f"book: {name} {e}") from None
+        if pu <= 0:
+            raise _Invalid(f"book: {name} price must be positive, got {px!r}")
+        if qu < 0:
+            raise _Invalid(f"book: {name} quantity must not be negative, got {qty!r}")
+        out.append((pu, px, qu, qty))
+    return out
+
+
+def _header(obj: dict[str, Any], kind: str) -> tuple[str, str, int, int]:
+    ex = _str(obj, "ex", kind)
+    sym = _str(obj, "sym", kind)
+    if not _EX.match(ex):
+        raise _Invalid(f"{kind}: exchange must be lower case [a-z0-9_], got {ex!r:.40}")
+    if not _SYM.match(sym):
+        raise _Invalid(f"{kind}: symbol must be BASE-QUOTE in upper case, got {sym!r:.40}")
+    ts = _int(obj, "ts", kind)
+    rts = _int(obj, "rts", kind)
+    return ex, sym, ts, rts  # type: ignore[return-value]
+
+
+def _trade(obj: dict[str, Any]) -> Trade:
+    ex, sym, ts, rts = _header(obj, "trade")
+    tid = obj.get("id")
+    if type(tid) is int:
+        tid = str(tid)
+    elif type(tid) is not str or not tid:
+        raise _Invalid("trade: missing field id" if tid is None else f"trade: bad id {tid!r:.40}")
+    px, qty = _str(obj, "px", "trade"), _str(obj, "qty", "trade")
+    try:
+        pu, pdp = parse(px)
+        qu, qdp = parse(qty)
+    except DecimalError as e:
+        raise _Invalid(f"trade: {e}") from None
+    if pu <= 0:
+        raise _Invalid(f"trade: price must be positive, got {px!r}")
+    if qu <= 0:
+        raise _Invalid(f"trade: quantity must be positive, got {qty!r}")
+    side = obj.get("side")
+    if side not in SIDES:
+        raise _Invalid(f"trade: side must be buy or sell, got {side!r:.40}")
+    return Trade(ex, sym, ts, rts, tid, px, qty, side, pu, qu, pdp, qdp)
+
+
+def _book(obj: dict[str, Any]) -> BookEvent:
+    ex, sym, ts, rts = _header(obj, "book")
+    action = obj.get("action")
+    if action not in ACTIONS:
+        raise _Invalid(f"book: unknown action {action!r:.40}")
+    seq = _int(obj, "seq", "book")
+    prev = _int(obj, "prev_seq", "book", optional=True)
+    checksum = obj.get("checksum")
+    if checksum is not None and type(checksum) is not int:
+        raise _Invalid(f"book: checksum must be an integer, got {checksum!r:.40}")
+    return BookEvent(ex, sym, ts, rts, action, seq, prev,  # type: ignore[arg-type]
+                     _levels(obj, "bids"), _levels(obj, "asks"), checksum)
+
+
+def decode_obj(obj: Any, raw: str = "") -> Event | DeadLetter:
+    """Validate an already parsed JSON value."""
+    if type(obj) is not dict:
+        return DeadLetter("event must be a JSON object", raw or repr(obj)[:1000])
+    kind = obj.get("type")
+    try:
+        if kind == "trade":
+            return _trade(obj)
+        if kind == "book":
+            return _book(obj)
+        raise _Invalid(f"unknown event type {kind!r:.40}")
+    except _Invalid as e:
+        key = None
+        if isinstance(obj.get("ex"), str) and isinstance(obj.get("sym"), str):
+            key = f"{obj['ex']}:{obj['sym']}"
+        return DeadLetter(str(e), raw or orjson.dumps(obj).decode(), key)
+
+
+def decode(raw: bytes | str) -> Event | DeadLetter:
+    """Decode one Kafka value or file line."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return DeadLetter(f"malformed JSON: {e}", text)
+    if type(obj) is not dict:
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return DeadLetter("event must be a JSON object", text)
+    return decode_obj(obj, "")
+
+
+def encode_trade(t: Trade) -> dict[str, Any]:
+    return {"type": "trade", "ex": t.ex, "sym": t.sym, "ts": t.ts, "rts": t.rts, "id": t.id,
+            "px": t.px, "qty": t.qty, "side": t.side}
+
+
+def encode_book_event(e: BookEvent) -> dict[str, Any]:
+    d: dict[str, Any] = {"type": "book", "ex": e.ex, "sym": e.sym, "ts": e.ts, "rts": e.rts,
+                         "action": e.action, "seq": e.seq}
+    if e.prev_seq is not None:
+        d["prev_seq"] = e.prev_seq
+    d["bids"] = [[lv[1], lv[3]] for lv in e.bids]
+    d["asks"] = [[lv[1], lv[3]] for lv in e.asks]
+    if e.checksum is not None:
+        d["checksum"] = e.checksum
+    return d
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """The one JSON encoder of the project (compact, UTF-8, key order as built)."""
+    return orjson.dumps(obj)
