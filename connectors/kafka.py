@@ -56,6 +56,14 @@ log = logging.getLogger(__name__)
 Message = tuple[bytes | None, bytes, int]  # (key, value, Kafka message timestamp in ms)
 
 IDLE_WAIT = timedelta(milliseconds=5)  # how long an idle partition sleeps between polls
+# Tansu does not wake a waiting fetch when data arrives: with librdkafka's 500 ms fetch wait, a
+# message took ~230 ms to reach an idle consumer; with these, p50 2 ms, and a drain ran 2.6x faster
+# (90k -> 240k msgs/s per partition). Costs ~100 idle fetches/s per broker; override in ``config``.
+FETCH_DEFAULTS: dict[str, Any] = {
+    "fetch.wait.max.ms": 10,
+    "fetch.error.backoff.ms": 5,
+    "fetch.queue.backoff.ms": 0,
+}
 _UNUSED_GROUP = "md-unused"  # librdkafka wants a group.id even when nothing joins or commits
 _BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 
@@ -111,6 +119,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
         self._group_id = src._group_id
         self._down_since: float | None = None
         self._last_error: KafkaError | None = None
+        self._last_logged = 0.0
         self._eof = False
         self._awake: datetime | None = None
         self._committed: int | None = None
@@ -126,6 +135,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
                 "enable.auto.offset.store": False,
                 "enable.partition.eof": True,
                 "auto.offset.reset": "error",
+                **FETCH_DEFAULTS,
                 "error_cb": self._on_error,
                 "on_commit": self._on_commit,
             },
@@ -159,8 +169,16 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
         return f"{self._topic}#{self._idx}"
 
     def _on_error(self, err: KafkaError) -> None:
-        """librdkafka's client-level errors: log them, and time how long the broker is gone."""
-        log.warning("kafka source %s: %s", self._part, err)
+        """librdkafka's client-level errors: log them, and time how long the broker is gone.
+
+        Repeats of the same error are logged at most every 10 s (reconnects retry every ~50 ms).
+        """
+        now = time.monotonic()
+        if self._last_error is None or err.code() != self._last_error.code() or (
+            now - self._last_logged >= 10.0
+        ):
+            log.warning("kafka source %s: %s", self._part, err)
+            self._last_logged = now
         self._last_error = err
         if err.fatal():
             self._down_since = float("-inf")
@@ -198,7 +216,6 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
             self._awake = datetime.now(UTC) + IDLE_WAIT
             return []
         self._awake = None
-        self._down_since = None
         if self._latest and self._skip_below is None:
             # The first fetch response's high watermark is exact, unlike Tansu's ListOffsets.
             self._skip_below = self._consumer.get_watermark_offsets(
@@ -209,6 +226,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
+                    self._down_since = None
                     if self._offset is None or m.offset() > self._offset:
                         self._offset = m.offset()
                     self._min_ts = None
@@ -218,9 +236,10 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
                         break
                     continue
                 if err.retriable() and not err.fatal():
-                    log.warning("kafka source %s: %s", self._part, err)
+                    self._on_error(err)
                     continue
                 raise RuntimeError(f"Kafka source {self._part}: {err}")
+            self._down_since = None  # the broker answers
             off = m.offset()
             self._offset = off + 1
             if self._latest:
@@ -370,6 +389,8 @@ class _SinkPartition(StatelessSinkPartition[tuple[bytes | str, bytes]]):
                     break
                 except BufferError:
                     poll(0.05)  # local queue full: serve deliveries, then retry
+                except KafkaException as e:  # e.g. a topic the client already knows is invalid
+                    raise RuntimeError(f"Kafka sink {topic}: cannot produce: {e}") from e
         poll(0)
         self._raise_failures()
 
@@ -430,10 +451,12 @@ def produce_lines(
     lines: Iterable[bytes],
     *,
     key_of: Callable[[bytes], bytes] | None = None,
+    config: dict[str, str] | None = None,
 ) -> int:
     """Produce raw JSON lines keyed ``ex:SYM``; returns the count, raises if any delivery failed.
 
-    Blank lines are skipped. Uses an idempotent producer and flushes once at the end.
+    Blank lines are skipped. Uses an idempotent producer and flushes once at the end; a message
+    not delivered within ``message.timeout.ms`` (default 60 s, override in ``config``) fails.
     """
     key_of = key_of or event_key
     failures: list[str] = []
@@ -449,8 +472,10 @@ def produce_lines(
                 "enable.idempotence": True,
                 "acks": "all",
                 "linger.ms": 10,
+                "message.timeout.ms": 60000,
                 "on_delivery": on_delivery,
                 "delivery.report.only.error": True,
+                **(config or {}),
             },
         )
     )
@@ -469,7 +494,7 @@ def produce_lines(
         n += 1
         if n % 10000 == 0:
             producer.poll(0)
-    remaining = producer.flush(120)
+    remaining = producer.flush()  # returns once each message is delivered or timed out
     if failures:
         raise RuntimeError(f"{len(failures)} of {n} messages to {topic} failed: {failures[0]}")
     if remaining:

@@ -71,11 +71,13 @@ class Book:
     def apply(self, e: BookEvent) -> str:
         """Apply one event; return ``applied``, ``duplicate``, ``gap`` or ``skipped``.
 
-        A snapshot always replaces. Otherwise an event not newer than the book is a duplicate; a
-        ``prev_seq`` that does not follow the book's ``seq`` is a gap, which marks the book stale;
-        a stale book (or one never snapshotted) skips everything until the next snapshot.
+        A snapshot replaces the whole book (never merges) unless it is older than the book (a
+        re-delivered one: a duplicate). Otherwise an event not newer than the book is a duplicate;
+        a ``prev_seq`` that does not follow the book's ``seq`` is a gap, which marks the book
+        stale; a stale book (or one never snapshotted) skips everything until the next snapshot.
+        Sequences must not go backwards for a symbol: feed handlers renumber exchange resets.
         """
-        if e.action == "snapshot":
+        if e.action == "snapshot" and (self.seq is None or e.seq >= self.seq):
             self.bids.clear()
             self.asks.clear()
             self._set(self.bids, e.bids, -1)

@@ -1,0 +1,223 @@
+"""What every exchange feed handler shares: symbol and time conversion, its books, its counters.
+
+A handler is a pure state machine for one exchange connection: a transport (a live WebSocket, a
+recording being replayed) feeds it frames with their receive time and it answers with canonical
+event dicts (DESIGN.md, "Canonical events") plus dead-letter records, never raising on bad input.
+It keeps its own :class:`operators.orderbook.Book` per symbol, built from exactly the events it
+emits, so that gaps, checksum mismatches and crossed books are seen where they happen and the
+symbol can be re-snapshotted (:meth:`Handler.resync_needed`).
+
+Sequence numbers: where the exchange gives none (Kraken v1, OKX before ``seqId``, Coinbase
+Exchange ``level2``), the handler numbers each symbol's book events itself, 1, 2, 3, ... starting
+with the first snapshot and never going back (a resync snapshot takes the next number), and chains
+``prev_seq`` to the previous number, so that the order book operator detects gaps uniformly.
+
+>>> to_symbol("ETHUSDT"), to_symbol("blzeth"), sec_to_ms("1633998512.0633569")
+('ETH-USDT', 'BLZ-ETH', 1633998512063)
+>>> iso_to_ms("2021-04-17T16:43:37.075687Z")
+1618677817075
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import zlib
+from typing import Any
+
+import orjson
+
+from operators.events import DeadLetter, decode_obj
+from operators.orderbook import CROSSED, GAP, Book
+
+__all__ = [
+    "QUOTES",
+    "STAGE",
+    "Handler",
+    "crc32_signed",
+    "iso_to_ms",
+    "sec_to_ms",
+    "to_symbol",
+]
+
+STAGE = "normalize"
+
+# Quote assets, longest first so that "FDUSD" wins over "USD" and "USDT" over "USD".
+QUOTES: tuple[str, ...] = tuple(sorted({
+    "USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USDP", "USDS", "DAI", "PAX", "UST", "USD", "EUR",
+    "GBP", "TRY", "BRL", "AUD", "JPY", "RUB", "UAH", "NGN", "ZAR", "PLN", "RON", "ARS", "MXN",
+    "COP", "CZK", "IDR", "BIDR", "IDRT", "BVND", "VAI", "CHF", "CAD", "KRW", "BTC", "ETH", "BNB",
+    "XRP", "TRX", "DOGE", "DOT", "SOL", "EURI", "AEUR", "PERP",
+}, key=lambda q: (-len(q), q)))
+
+
+@functools.lru_cache(maxsize=4096)
+def to_symbol(native: str) -> str:
+    """``BASE-QUOTE`` upper case from a concatenated exchange symbol ("ethusdt" -> "ETH-USDT").
+
+    Already separated symbols ("BTC-USD", "XBT/USD") keep their split. Raises ``ValueError`` when
+    no known quote asset ends the symbol: guessing would publish under a wrong key.
+    """
+    s = native.upper()
+    for sep in ("-", "/", "_"):
+        if sep in s:
+            base, _, quote = s.partition(sep)
+            return f"{base}-{quote.replace(sep, '')}"
+    for q in QUOTES:
+        if s.endswith(q) and len(s) > len(q):
+            return f"{s[: -len(q)]}-{q}"
+    raise ValueError(f"cannot split symbol {native!r}: unknown quote asset")
+
+
+def sec_to_ms(text: str) -> int:
+    """Milliseconds (floor) of a decimal seconds string, exactly: no float on the way."""
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1000 + int((frac + "000")[:3])
+
+
+def sec_to_ns(text: str) -> int:
+    """Nanoseconds (floor) of a decimal seconds string, exactly (recordings are merged on it)."""
+    whole, _, frac = text.partition(".")
+    return int(whole) * 1_000_000_000 + int((frac + "000000000")[:9])
+
+
+def iso_to_ms(text: str) -> int:
+    """Milliseconds (floor) of an ISO-8601 UTC time such as ``2021-04-17T16:43:37.075687Z``."""
+    date, _, clock = text.rstrip("Z").partition("T")
+    y, mo, d = date.split("-")
+    hms, _, frac = clock.partition(".")
+    h, mi, s = hms.split(":")
+    secs = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+    return secs * 1000 + int((frac + "000")[:3])
+
+
+def crc32_signed(text: str) -> int:
+    """CRC32 as a signed 32-bit int (OKX prints it that way)."""
+    v = zlib.crc32(text.encode())
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+STAT_NAMES = ("frames", "events", "trades", "book_events", "snapshots", "gaps", "resyncs",
+              "checksum_ok", "checksum_bad", "crossed", "deadletter", "dropped", "ignored",
+              "stale_snapshot")
+
+
+class Handler:
+    """Base of every exchange handler: the shared hooks, books, counters and dead letters."""
+
+    exchange: str = ""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        self.books: dict[str, Book] = {}
+        self._unsynced: set[str] = set()
+        self._raw: str | bytes = b""
+
+    # -- hooks a transport drives ------------------------------------------------------------
+    def subscribe_messages(self, symbols: list[str]) -> list[str]:
+        """The messages a live connection sends after connecting (JSON text)."""
+        raise NotImplementedError
+
+    def snapshot_request(self, symbol: str) -> str | None:
+        """REST path of a depth snapshot for ``symbol``; ``None`` when books come in-band."""
+        return None
+
+    def on_frame(self, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
+        """One WebSocket frame received at ``rts`` (ms) -> canonical events and dead letters."""
+        self.stats["frames"] += 1
+        self._raw = raw
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            return [self._dead(f"malformed JSON: {e}")]
+        try:
+            out = self._on_message(msg, rts)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+            return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
+        return out
+
+    def on_snapshot(self, symbol: str, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
+        """A REST depth snapshot answer for ``symbol`` received at ``rts`` (ms)."""
+        self._raw = raw
+        return [self._dead(f"{self.exchange} takes no REST snapshots")]
+
+    def resync_needed(self) -> list[str]:
+        """Symbols whose book is out of sync (never synced, gap, checksum, crossed), sorted.
+
+        A query, not a queue: a symbol stays listed until a new snapshot has been applied.
+        """
+        return sorted(self._unsynced)
+
+    def book(self, sym: str) -> Book:
+        """The handler's own book of ``sym`` (canonical symbol)."""
+        b = self.books.get(sym)
+        if b is None:
+            b = self.books[sym] = Book()
+        return b
+
+    # -- for subclasses ----------------------------------------------------------------------
+    def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _dead(self, reason: str, key: str | None = None) -> dict[str, Any]:
+        self.stats["deadletter"] += 1
+        raw = self._raw
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        return DeadLetter(reason, text, key, STAGE).record()
+
+    def _lose_sync(self, sym: str) -> None:
+        if sym not in self._unsynced:
+            self.stats["resyncs"] += 1
+            self._unsynced.add(sym)
+
+    def _trade(self, sym: str, ts: int, rts: int, tid: str, px: str, qty: str,
+               side: str) -> dict[str, Any]:
+        """A validated trade dict in canonical key order (or a dead letter)."""
+        d = {"type": "trade", "ex": self.exchange, "sym": sym, "ts": ts, "rts": rts, "id": tid,
+             "px": px, "qty": qty, "side": side}
+        ev = decode_obj(d)
+        if isinstance(ev, DeadLetter):
+            return self._dead(ev.reason, ev.key)
+        self.stats["trades"] += 1
+        self.stats["events"] += 1
+        return d
+
+    def _book_event(self, sym: str, ts: int, rts: int, action: str, seq: int,
+                    prev_seq: int | None, bids: list[Any], asks: list[Any],
+                    checksum: int | None = None) -> tuple[dict[str, Any], str]:
+        """Build, validate and apply one book event to the handler's own book.
+
+        Returns the dict to emit (or a dead letter) and the :meth:`Book.apply` outcome. A gap, an
+        invalid event or a crossed book marks the symbol out of sync.
+        """
+        d: dict[str, Any] = {"type": "book", "ex": self.exchange, "sym": sym, "ts": ts,
+                             "rts": rts, "action": action, "seq": seq}
+        if prev_seq is not None:
+            d["prev_seq"] = prev_seq
+        d["bids"] = bids
+        d["asks"] = asks
+        if checksum is not None:
+            d["checksum"] = checksum
+        ev = decode_obj(d)
+        if isinstance(ev, DeadLetter):
+            self._lose_sync(sym)
+            return self._dead(ev.reason, ev.key), "invalid"
+        book = self.book(sym)
+        outcome = book.apply(ev)
+        if action == "snapshot":
+            self.stats["snapshots"] += 1
+            self._unsynced.discard(sym)
+        if outcome == GAP:
+            self.stats["gaps"] += 1
+            self._lose_sync(sym)
+        elif book.status == CROSSED:
+            self.stats["crossed"] += 1
+            self._lose_sync(sym)
+        self.stats["book_events"] += 1
+        self.stats["events"] += 1
+        return d, outcome
+
+
+def levels2(levels: list[list[Any]]) -> list[list[Any]]:
+    """``[[px, qty], ...]`` from levels carrying extra fields (orders count, timestamps)."""
+    return [lv[:2] for lv in levels]

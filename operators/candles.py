@@ -1,0 +1,432 @@
+"""OHLCV candles of one symbol in event time: late data, duplicates, gap filling, throttled output.
+
+``CandleState`` is what the candle flow keeps per ``ex:SYM``. It is pure: the flow feeds it trades
+and, in live mode, the clock (``advance``); it returns the records of DESIGN.md "Outputs" to emit.
+
+How it works, and why:
+
+- Only one-minute candles are built from trades. Every configured interval is the fold of its
+  one-minute candles (open of the first, close of the last, max, min, sums), so the rollup
+  identity of DESIGN.md holds by construction, gap-filled minutes included.
+- Event time. ``clock`` is the newest trade time seen (or the time given to ``advance``); the
+  watermark is ``clock - lateness_ms``. A trade older than the watermark is late: counted and
+  dead-lettered. A candle is closed once the watermark is past its ``T``; an accepted trade has
+  ``ts >= watermark > T`` of every closed candle, so closed candles never change and are folded
+  into their higher-interval candles and dropped from state at once (memory stays bounded: the
+  open minutes, one sealed aggregate per open higher candle, and the ids below).
+- Order. Within a candle, the open is the trade with the smallest ``ts`` (ties: first arrived),
+  the close the one with the largest ``ts`` (ties: last arrived), the high/low the first of the
+  extreme price in that same ``(ts, arrival)`` order (only visible when equal prices are printed
+  differently, e.g. ``"1.5"`` and ``"1.50"``). Any reordering within the lateness that keeps trades
+  with equal ``ts`` in their relative order therefore gives the same candles.
+- Duplicates. Ids of accepted trades are kept while their ``ts`` is at or after the watermark
+  (at most the trades of the last ``lateness_ms`` of event time, plus any with a later ``ts``).
+  The late check comes first, so a re-sent trade older than what is kept is counted late, never
+  counted twice (assuming a re-sent trade carries its original ``ts``).
+- Gap filling. With ``fill_gaps``, a minute without trades between the first trade and the
+  watermark is filled flat at the previous close (``v`` = ``q`` = ``"0"``, ``n`` = 0) when it
+  closes; a higher candle is the fold of its minutes, so one whose first minutes are flat opens at
+  the previous close, and a fully flat hour is flat. ``flush`` fills only up to the last trade's
+  minute (no flat tail after the end of input).
+- Emission. Per interval, changed candles are emitted with ``closed: false`` at most once per
+  ``emit_interval_ms`` of event time (leading edge: at once after a quiet period; otherwise when
+  the interval has passed, on the next trade, ``advance`` or ``flush``), and exactly once with
+  ``closed: true`` when the watermark passes ``T``. Within one call: closed records first, then
+  updates; each group by interval in configured order, then ``t``. Flat-only candles are emitted
+  only when closed.
+- ``flush`` ends the input: everything still open is emitted closed and the watermark moves past
+  the last candle it closed (later trades falling into those candles would be late); gap filling
+  stops there (it resumes, from the next trade on, if input continues).
+
+>>> from operators.events import decode
+>>> def trade(ts, i, px, qty):
+...     return decode(f'{{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":{ts},"rts":{ts},'
+...                   f'"id":"{i}","px":"{px}","qty":"{qty}","side":"buy"}}')
+>>> s = CandleState(CandleParams(intervals=("1m", "5m")))
+>>> [(r["iv"], r["o"], r["v"], r["closed"]) for r in s.on_trade(trade(60_000, 1, "10.0", "1"))]
+[('1m', '10.0', '1', False), ('5m', '10.0', '1', False)]
+>>> s.on_trade(trade(60_500, 2, "12.50", "0.5"))  # throttled: within emit_interval_ms
+[]
+>>> [(r["iv"], r["t"], r["T"], r["h"], r["c"], r["v"], r["q"], r["n"], r["closed"])
+...  for r in s.flush()]
+[('1m', 60000, 119999, '12.50', '12.50', '1.5', '16.250', 2, True), \
+('5m', 0, 299999, '12.50', '12.50', '1.5', '16.250', 2, True)]
+>>> s.on_trade(trade(61_000, 3, "11", "1"))[0]["reason"]  # the watermark is past everything
+'late trade: ts 61000 is behind the watermark 300000 by 239000 ms'
+"""
+
+# Stable module path and class names: stored recovery snapshots refer to them by name
+# (operators.candles.CandleState / CandleParams). Renaming or moving them makes every existing
+# snapshot unreadable; change the pickled layout only together with __setstate__.
+
+from __future__ import annotations
+
+import heapq
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from operators.events import DeadLetter, Trade, encode_trade
+from operators.fixed import SCALE, fmt
+
+__all__ = ["MINUTE", "CandleParams", "CandleState", "parse_interval"]
+
+MINUTE = 60_000
+_UNIT_MS = {"s": 1_000, "m": MINUTE, "h": 3_600_000, "d": 86_400_000}
+_INTERVAL = re.compile(r"([0-9]+)([smhd])\Z")
+_NEG = -(1 << 62)
+_INF = 1 << 62
+_QSCALE = 2 * SCALE  # px * qty units
+
+# One candle as a mutable list (fast to update, small to pickle). Aggregates of several minutes
+# use the same layout; their *_TS fields are then meaningless.
+_O_TS, _O, _H_U, _H, _H_TS, _L_U, _L, _L_TS, _C_TS, _C_U, _C, _V, _V_DP, _Q, _Q_DP, _N = range(16)
+
+
+def parse_interval(text: str) -> int:
+    """Milliseconds of a candle interval such as ``"1m"``; candles are built from whole minutes.
+
+    >>> parse_interval("1m"), parse_interval("4h"), parse_interval("1d"), parse_interval("120s")
+    (60000, 14400000, 86400000, 120000)
+    >>> parse_interval("30s")
+    Traceback (most recent call last):
+    ...
+    ValueError: candle interval '30s' is not a whole number of minutes
+    >>> parse_interval("1w")
+    Traceback (most recent call last):
+    ...
+    ValueError: bad candle interval '1w': expected <number><s|m|h|d>, e.g. '5m'
+    """
+    m = _INTERVAL.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise ValueError(f"bad candle interval {text!r}: expected <number><s|m|h|d>, e.g. '5m'")
+    ms = int(m.group(1)) * _UNIT_MS[m.group(2)]
+    if ms == 0 or ms % MINUTE:
+        raise ValueError(f"candle interval {text!r} is not a whole number of minutes")
+    return ms
+
+
+@dataclass(frozen=True)
+class CandleParams:
+    """Candle settings. They are saved with the state: a state restored from a snapshot keeps
+    the settings it was saved with (new intervals need a fresh recovery store)."""
+
+    intervals: tuple[str, ...] = ("1m", "5m", "15m", "1h", "4h", "1d")
+    lateness_ms: int = 2000
+    emit_interval_ms: int = 1000
+    fill_gaps: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.intervals:
+            raise ValueError("at least one candle interval is needed")
+        ms = [parse_interval(i) for i in self.intervals]
+        if len(set(ms)) != len(ms):
+            raise ValueError(f"duplicate candle intervals: {list(self.intervals)}")
+        if self.lateness_ms < 0 or self.emit_interval_ms < 0:
+            raise ValueError("lateness_ms and emit_interval_ms must not be negative")
+
+
+def _new(ts: int, px: str, pu: int, qu: int, qdp: int, pdp: int) -> list[Any]:
+    return [ts, px, pu, px, ts, pu, px, ts, ts, pu, px, qu, qdp, pu * qu, pdp + qdp, 1]
+
+
+def _flat(close_u: int, close: str, t: int) -> list[Any]:
+    return [t, close, close_u, close, t, close_u, close, t, t, close_u, close, 0, 0, 0, 0, 0]
+
+
+def _fold(acc: list[Any], c: list[Any]) -> None:
+    """Fold candle ``c`` (later in time) into ``acc``; ties on high/low keep the earlier one."""
+    if c[_H_U] > acc[_H_U]:
+        acc[_H_U] = c[_H_U]
+        acc[_H] = c[_H]
+    if c[_L_U] < acc[_L_U]:
+        acc[_L_U] = c[_L_U]
+        acc[_L] = c[_L]
+    acc[_C_U] = c[_C_U]
+    acc[_C] = c[_C]
+    acc[_V] += c[_V]
+    if c[_V_DP] > acc[_V_DP]:
+        acc[_V_DP] = c[_V_DP]
+    acc[_Q] += c[_Q]
+    if c[_Q_DP] > acc[_Q_DP]:
+        acc[_Q_DP] = c[_Q_DP]
+    acc[_N] += c[_N]
+
+
+class CandleState:
+    """The candles of one symbol at every configured interval (see the module docstring)."""
+
+    __slots__ = ("_clock", "_dirty", "_done", "_ex", "_fill", "_idq", "_ids", "_ivs", "_last",
+                 "_late_ms", "_marked", "_names", "_next", "_open", "_sealed", "_soonest", "_sym",
+                 "_throttle", "_wm", "params", "stats")
+
+    def __init__(self, params: CandleParams) -> None:
+        self._configure(params)
+        self._ex = ""
+        self._sym = ""
+        self._clock = _NEG  # newest event time seen (trades and advance)
+        self._wm = _NEG  # watermark
+        self._done = _NEG  # every minute before this one is closed
+        self._last: tuple[int, str] | None = None  # (units, string) close of the last closed minute
+        self._open: dict[int, list[Any]] = {}  # minute start -> candle, minutes not closed yet
+        n = len(self._ivs)
+        self._sealed: list[dict[int, list[Any]]] = [{} for _ in range(n)]  # closed minutes, folded
+        self._dirty: list[set[int]] = [set() for _ in range(n)]  # changed, not yet emitted
+        self._next = [_NEG] * n  # per interval: clock from which an update may be emitted
+        self._soonest = _INF  # min(self._next[i]) over intervals with dirty candles
+        self._marked: int | None = None  # minute whose bucket is in every dirty set
+        self._ids: dict[str, int] = {}  # id -> ts of accepted trades with ts >= watermark
+        self._idq: list[tuple[int, str]] = []  # heap of (ts, id) to prune self._ids
+        self.stats: dict[str, int] = {"trades": 0, "duplicates": 0, "late": 0, "emitted": 0,
+                                      "filled": 0}
+
+    def _configure(self, params: CandleParams) -> None:
+        self.params = params
+        self._names = tuple(params.intervals)
+        self._ivs = tuple(parse_interval(i) for i in params.intervals)
+        self._late_ms = params.lateness_ms
+        self._throttle = params.emit_interval_ms
+        self._fill = params.fill_gaps
+
+    _PERSIST = ("_ex", "_sym", "_clock", "_wm", "_done", "_last", "_open", "_sealed", "_dirty",
+                "_next", "_soonest", "_marked", "_ids", "_idq", "stats")
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.params, *(getattr(self, a) for a in self._PERSIST))
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._configure(state[0])
+        for a, v in zip(self._PERSIST, state[1:], strict=True):
+            setattr(self, a, v)
+
+    @property
+    def watermark(self) -> int | None:
+        """Current watermark (event-time ms), ``None`` before the first trade or clock tick."""
+        return None if self._wm == _NEG else self._wm
+
+    # -- input -----------------------------------------------------------------------------------
+    def on_trade(self, t: Trade) -> list[dict[str, Any]]:
+        """Account one trade; return the records (candles, dead letters) to emit now."""
+        ts = t.ts
+        if ts < self._wm:
+            return [self._late(t)]
+        tid = t.id
+        ids = self._ids
+        if tid in ids:
+            self.stats["duplicates"] += 1
+            return []
+        ids[tid] = ts
+        heapq.heappush(self._idq, (ts, tid))
+        if not self._ex:
+            self._ex, self._sym = t.ex, t.sym
+        self.stats["trades"] += 1
+        out: list[dict[str, Any]] = []
+        if ts > self._clock:
+            self._clock = ts
+            self._move(ts - self._late_ms, out)
+        m = ts - ts % MINUTE
+        c = self._open.get(m)
+        pu = t.px_u
+        if c is None:
+            self._open[m] = _new(ts, t.px, pu, t.qty_u, t.qty_dp, t.px_dp)
+        else:
+            if ts < c[_O_TS]:
+                c[_O_TS] = ts
+                c[_O] = t.px
+            hu = c[_H_U]
+            if pu > hu or (pu == hu and ts < c[_H_TS]):
+                c[_H_U] = pu
+                c[_H] = t.px
+                c[_H_TS] = ts
+            lu = c[_L_U]
+            if pu < lu or (pu == lu and ts < c[_L_TS]):
+                c[_L_U] = pu
+                c[_L] = t.px
+                c[_L_TS] = ts
+            if ts >= c[_C_TS]:
+                c[_C_TS] = ts
+                c[_C_U] = pu
+                c[_C] = t.px
+            qu = t.qty_u
+            c[_V] += qu
+            if t.qty_dp > c[_V_DP]:
+                c[_V_DP] = t.qty_dp
+            c[_Q] += pu * qu
+            if t.px_dp + t.qty_dp > c[_Q_DP]:
+                c[_Q_DP] = t.px_dp + t.qty_dp
+            c[_N] += 1
+        if m == self._marked and self._clock < self._soonest:
+            if out:
+                self.stats["emitted"] += len(out)
+            return out  # its buckets are already pending and no interval is due
+        for i, iv in enumerate(self._ivs):
+            self._dirty[i].add(m - m % iv)
+        self._marked = m
+        self._emit_due(out)
+        self.stats["emitted"] += len(out)
+        return out
+
+    def advance(self, now_ms: int) -> list[dict[str, Any]]:
+        """Live mode: event time is at least ``now_ms``. Close what the watermark passed and emit
+        the throttled updates whose time has come."""
+        out: list[dict[str, Any]] = []
+        if now_ms > self._clock:
+            self._clock = now_ms
+            self._move(now_ms - self._late_ms, out)
+        self._emit_due(out)
+        self.stats["emitted"] += len(out)
+        return out
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End of input: emit every open or pending candle closed; the state is final after it."""
+        out: list[dict[str, Any]] = []
+        if self._open:
+            self._close_until(max(self._open) + MINUTE, out)
+        end = _NEG
+        for i, sealed in enumerate(self._sealed):
+            iv = self._ivs[i]
+            for b in sorted(sealed):
+                out.append(self._record(i, b, sealed[b], True))
+                end = max(end, b + iv)
+            sealed.clear()
+            self._dirty[i].clear()
+        self._soonest = _INF
+        self._marked = None
+        pos = {name: i for i, name in enumerate(self._names)}
+        out.sort(key=lambda r: (pos[r["iv"]], r["t"]))
+        self._last = None  # no flat minutes after the end of input
+        if end > self._wm:
+            self._done = max(self._done, end)
+            self._clock = max(self._clock, end + self._late_ms)
+            self._move(end, out)
+        self.stats["emitted"] += len(out)
+        return out
+
+    def next_deadline(self) -> int | None:
+        """Earliest event time (ms) at which ``advance`` would emit something, or ``None``."""
+        best = self._soonest
+        lat = self._late_ms
+        start: int | None = None  # the next minute to close
+        if self._fill and self._last is not None:
+            start = self._done
+        elif self._open:
+            start = min(self._open)
+        if start is not None:
+            best = min(best, start + MINUTE + lat)
+        for i, iv in enumerate(self._ivs):
+            sealed = self._sealed[i]
+            if sealed:
+                b = min(sealed)
+            elif start is not None:
+                b = start - start % iv
+            else:
+                continue
+            best = min(best, b + iv + lat)
+        return None if best >= _INF else best
+
+    # -- internals ------------------------------------------------------------------------------
+    def _late(self, t: Trade) -> dict[str, Any]:
+        self.stats["late"] += 1
+        reason = (f"late trade: ts {t.ts} is behind the watermark {self._wm} "
+                  f"by {self._wm - t.ts} ms")
+        raw = orjson.dumps(encode_trade(t)).decode()
+        return DeadLetter(reason, raw, f"{t.ex}:{t.sym}", "candles").record()
+
+    def _move(self, wm: int, out: list[dict[str, Any]]) -> None:
+        """Raise the watermark to ``wm``: prune ids, close the minutes it passed."""
+        if wm <= self._wm:
+            return
+        self._wm = wm
+        q, ids = self._idq, self._ids
+        while q and q[0][0] < wm:
+            ts, tid = heapq.heappop(q)
+            if ids.get(tid) == ts:
+                del ids[tid]
+        bound = wm - wm % MINUTE
+        if bound > self._done:
+            self._close_until(bound, out)
+
+    def _close_until(self, bound: int, out: list[dict[str, Any]]) -> None:
+        """Close every minute before ``bound`` (filling gaps), then the candles that end by it."""
+        opened = self._open
+        if self._fill and self._last is not None:
+            m = self._done  # every minute from here on is either open or a gap to fill
+        else:
+            m = min((k for k in opened if k < bound), default=bound)
+        while m < bound:
+            c = opened.pop(m, None)
+            if c is None:
+                if not self._fill or self._last is None:
+                    m = min((k for k in opened if k < bound), default=bound)
+                    continue
+                c = _flat(self._last[0], self._last[1], m)
+                self.stats["filled"] += 1
+            self._seal(m, c)
+            self._last = (c[_C_U], c[_C])
+            m += MINUTE
+        if bound > self._done:
+            self._done = bound
+        self._marked = None
+        for i, sealed in enumerate(self._sealed):
+            iv = self._ivs[i]
+            dirty = self._dirty[i]
+            for b in sorted(b for b in sealed if b + iv <= bound):
+                out.append(self._record(i, b, sealed.pop(b), True))
+                dirty.discard(b)
+        self._soonest = min((self._next[i] for i, d in enumerate(self._dirty) if d), default=_INF)
+
+    def _seal(self, m: int, c: list[Any]) -> None:
+        """Fold the closed minute ``m`` into the sealed aggregate of every interval."""
+        for i, iv in enumerate(self._ivs):
+            b = m - m % iv
+            sealed = self._sealed[i]
+            acc = sealed.get(b)
+            if acc is None:
+                sealed[b] = c.copy()
+                if c[_N] == 0 and any(b <= k < b + iv for k in self._open):
+                    self._dirty[i].add(b)  # a flat first minute changes a candle with trades
+            else:
+                _fold(acc, c)
+
+    def _emit_due(self, out: list[dict[str, Any]]) -> None:
+        """Emit the pending updates of every interval whose throttle allows it now."""
+        clock = self._clock
+        soonest = _INF
+        for i, dirty in enumerate(self._dirty):
+            if not dirty:
+                continue
+            nxt = self._next[i]
+            if clock >= nxt:
+                for b in sorted(dirty):
+                    acc = self._current(i, b)
+                    if acc is not None:
+                        out.append(self._record(i, b, acc, False))
+                dirty.clear()
+                self._next[i] = clock + self._throttle
+                self._marked = None
+            elif nxt < soonest:
+                soonest = nxt
+        self._soonest = soonest
+
+    def _current(self, i: int, b: int) -> list[Any] | None:
+        """The candle of interval ``i`` opening at ``b`` as known now (not closed)."""
+        iv = self._ivs[i]
+        if iv == MINUTE:
+            return self._open.get(b)
+        acc = self._sealed[i].get(b)
+        if acc is not None:
+            acc = acc.copy()
+        for m in sorted(k for k in self._open if b <= k < b + iv):
+            if acc is None:
+                acc = self._open[m].copy()
+            else:
+                _fold(acc, self._open[m])
+        return acc
+
+    def _record(self, i: int, b: int, a: list[Any], closed: bool) -> dict[str, Any]:
+        return {"type": "candle", "ex": self._ex, "sym": self._sym, "iv": self._names[i],
+                "t": b, "T": b + self._ivs[i] - 1, "o": a[_O], "h": a[_H], "l": a[_L],
+                "c": a[_C], "v": fmt(a[_V], a[_V_DP]), "q": fmt(a[_Q], a[_Q_DP], _QSCALE),
+                "n": a[_N], "closed": closed}

@@ -1,0 +1,353 @@
+"""The candle operator against the brute-force Decimal reference, generated and real trades."""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import pickle
+import random
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.candles import MINUTE, CandleParams, CandleState, parse_interval
+from operators.events import Trade, decode_obj, encode_trade
+from tests.reference import accept_candles, fold_candles, ref_candles, ref_minutes
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
+BASE = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
+IVS = ("1m", "2m", "5m", "15m", "1h")
+FIELDS = ("o", "h", "l", "c", "v", "q", "n")
+
+
+def mk(ts: int, tid: int | str, px: str, qty: str, ex: str = "test",
+       sym: str = "BTC-USDT") -> Trade:
+    t = decode_obj({"type": "trade", "ex": ex, "sym": sym, "ts": ts, "rts": ts, "id": str(tid),
+                    "px": px, "qty": qty, "side": "buy"})
+    assert isinstance(t, Trade), t
+    return t
+
+
+# Equal values printed differently ("10.5" / "10.50") exercise the tie and formatting rules.
+price = st.integers(min_value=5, max_value=15).flatmap(
+    lambda n: st.sampled_from([f"{n}", f"{n}.0", f"{n}.5", f"{n}.50", f"{n}.125"]))
+qty = st.tuples(st.integers(1, 5000), st.integers(0, 4)).map(
+    lambda p: format(Decimal(p[0]).scaleb(-p[1]), "f"))
+step = st.one_of(st.integers(0, 3_000), st.integers(0, 400_000))  # bursts and gaps (ms)
+
+
+@st.composite
+def trade_lists(draw: st.DrawFn, max_size: int = 50) -> list[Trade]:
+    """Trades in ts order (equal ts allowed), starting anywhere within a day."""
+    steps = draw(st.lists(st.tuples(step, price, qty), min_size=1, max_size=max_size))
+    ts = BASE + draw(st.integers(0, 86_400_000))
+    out = []
+    for i, (d, px, q) in enumerate(steps):
+        ts += d
+        out.append(mk(ts, 1000 + i, px, q))
+    return out
+
+
+def run(state: CandleState, trades: list[Trade], flush: bool = True) -> list[tuple[int, dict]]:
+    """Feed ``trades``; return ``(clock, record)`` pairs; flush emissions get clock ``None``."""
+    out: list[tuple[Any, dict]] = []
+    clock = None
+    for t in trades:
+        clock = t.ts if clock is None else max(clock, t.ts)
+        out.extend((clock, r) for r in state.on_trade(t))
+    if flush:
+        out.extend((None, r) for r in state.flush())
+    return out
+
+
+def candles(recs: list[tuple[Any, dict]]) -> list[dict]:
+    return [r for _, r in recs if r["type"] == "candle"]
+
+
+def final(recs: list[tuple[Any, dict]]) -> dict[tuple[str, int], dict]:
+    """The last record per (iv, t)."""
+    return {(r["iv"], r["t"]): r for r in candles(recs)}
+
+
+def reorder_within(trades: list[Trade], lateness: int, rnd: random.Random) -> list[Trade]:
+    """An arrival order in which no trade is late: each trade arrives at ts + d(ts), d <= lateness.
+
+    The delay depends on ``ts`` only, so trades with equal ``ts`` keep their relative order (the
+    tie rule is arrival order, which no reordering may change).
+    """
+    delay: dict[int, int] = {}
+    for t in trades:
+        delay.setdefault(t.ts, rnd.randint(0, lateness))
+    return sorted(trades, key=lambda t: t.ts + delay[t.ts])
+
+
+def check_emission_rules(recs: list[tuple[Any, dict]], throttle: int) -> None:
+    """Exactly one closed record per candle, last; updates at most once per throttle interval."""
+    by_key: dict[tuple[str, int], list[dict]] = defaultdict(list)
+    for r in candles(recs):
+        by_key[(r["iv"], r["t"])].append(r)
+    for key, rs in by_key.items():
+        assert [r["closed"] for r in rs].count(True) == 1, key
+        assert rs[-1]["closed"], key
+    times: dict[str, list[int]] = defaultdict(list)
+    for clock, r in recs:
+        if clock is not None and not r["closed"] and times[r["iv"]][-1:] != [clock]:
+            times[r["iv"]].append(clock)
+    for iv, ts in times.items():
+        gaps = [b - a for a, b in itertools.pairwise(ts)]
+        assert all(g >= max(throttle, 1) for g in gaps), (iv, gaps)
+
+
+# -- properties -------------------------------------------------------------------------------
+@settings(max_examples=150, deadline=None)
+@given(trade_lists(), st.booleans(), st.sampled_from([0, 1000, 5000]))
+def test_final_candles_equal_reference(trades: list[Trade], fill: bool, throttle: int) -> None:
+    params = CandleParams(intervals=IVS, lateness_ms=2000, emit_interval_ms=throttle,
+                          fill_gaps=fill)
+    s = CandleState(params)
+    recs = run(s, trades)
+    assert final(recs) == ref_candles(trades, IVS, fill)
+    check_emission_rules(recs, throttle)
+    assert s.stats["trades"] == len(trades)
+    assert s.stats["late"] == s.stats["duplicates"] == 0
+    assert s.stats["emitted"] == len(recs)
+    # every open 1m update is the reference candle of the trades of its minute seen so far
+    s2 = CandleState(params)
+    for k, t in enumerate(trades):
+        for r in s2.on_trade(t):
+            if r["iv"] == "1m" and not r["closed"]:
+                mine = [x for x in trades[: k + 1] if r["t"] <= x.ts <= r["T"]]
+                ref = ref_candles(mine, ("1m",), False)[("1m", r["t"])]
+                assert {f: r[f] for f in FIELDS} == {f: ref[f] for f in FIELDS}
+
+
+@settings(max_examples=150, deadline=None)
+@given(trade_lists(), st.randoms(use_true_random=False), st.booleans())
+def test_reordering_within_lateness_gives_same_candles(
+    trades: list[Trade], rnd: random.Random, fill: bool
+) -> None:
+    lateness = 3000
+    params = CandleParams(intervals=IVS, lateness_ms=lateness, fill_gaps=fill)
+    shuffled = reorder_within(trades, lateness, rnd)
+    s = CandleState(params)
+    recs = run(s, shuffled)
+    assert s.stats["late"] == 0
+    assert final(recs) == final(run(CandleState(params), trades))
+    assert final(recs) == ref_candles(trades, IVS, fill)
+    check_emission_rules(recs, params.emit_interval_ms)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trade_lists(), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)),
+                               max_size=15))
+def test_duplicates_change_nothing(trades: list[Trade], picks: list[tuple[int, int]]) -> None:
+    params = CandleParams(intervals=IVS)
+    stream = list(trades)
+    for a, b in picks:  # a copy of some trade re-sent at some later position
+        i = a % len(trades)
+        pos = stream.index(trades[i]) + 1
+        stream.insert(pos + b % (len(stream) - pos + 1), trades[i])
+    s = CandleState(params)
+    recs = run(s, stream)
+    assert final(recs) == final(run(CandleState(params), trades))
+    accepted, late, dups = accept_candles(stream, params.lateness_ms)
+    assert accepted == trades
+    assert (s.stats["duplicates"], s.stats["late"]) == (len(dups), len(late))
+    assert s.stats["duplicates"] + s.stats["late"] == len(picks)
+    dead = [r for _, r in recs if r["type"] == "deadletter"]
+    assert len(dead) == len(late)
+    assert all(d["reason"].startswith("late trade: ") for d in dead)
+
+
+@settings(max_examples=150, deadline=None)
+@given(trade_lists(), st.booleans())
+def test_rollup_identity_and_flat_gaps(trades: list[Trade], fill: bool) -> None:
+    params = CandleParams(intervals=IVS, fill_gaps=fill)
+    fin = final(run(CandleState(params), trades))
+    ones = {t: r for (iv, t), r in fin.items() if iv == "1m"}
+    for (iv, t), r in fin.items():
+        if iv == "1m":
+            continue
+        parts = [ones[m] for m in sorted(ones) if t <= m <= r["T"]]
+        assert parts, (iv, t)
+        agg = fold_candles(parts)
+        assert (r["o"], r["h"], r["l"], r["c"], r["n"]) == (
+            agg["o"], agg["h"], agg["l"], agg["c"], agg["n"])
+        assert Decimal(r["v"]) == agg["v"] and Decimal(r["q"]) == agg["q"]
+    minutes = sorted(ones)
+    if fill:
+        assert minutes == list(range(minutes[0], minutes[-1] + MINUTE, MINUTE))
+    for prev, m in itertools.pairwise(minutes):
+        r = ones[m]
+        if r["n"] == 0:
+            assert fill
+            c = ones[prev]["c"]
+            assert (r["o"], r["h"], r["l"], r["c"], r["v"], r["q"]) == (c, c, c, c, "0", "0")
+    assert sum(r["n"] for r in ones.values()) == len(trades)
+
+
+@settings(max_examples=100, deadline=None)
+@given(trade_lists(), st.integers(0, 10**6))
+def test_snapshot_restore_midstream(trades: list[Trade], cut: int) -> None:
+    """A state pickled and restored anywhere continues exactly like the original."""
+    params = CandleParams(intervals=IVS)
+    k = cut % (len(trades) + 1)
+    a = CandleState(params)
+    first = run(a, trades[:k], flush=False)
+    b = pickle.loads(pickle.dumps(a))
+    rest_a = run(a, trades[k:])
+    rest_b = run(b, trades[k:])
+    assert rest_a == rest_b
+    assert a.stats == b.stats
+    assert final(first + rest_b) == ref_candles(trades, IVS)
+
+
+# -- examples ---------------------------------------------------------------------------------
+def test_late_trade_is_dead_lettered_with_reason() -> None:
+    s = CandleState(CandleParams(intervals=("1m",)))
+    s.on_trade(mk(BASE + 100_000, 1, "10", "1"))
+    late = mk(BASE + 50_000, 2, "11", "1")
+    out = s.on_trade(late)
+    assert out == [{"type": "deadletter", "stage": "candles", "key": "test:BTC-USDT",
+                    "reason": "late trade: ts 1723161650000 is behind the watermark "
+                              "1723161698000 by 48000 ms",
+                    "raw": orjson.dumps(encode_trade(late)).decode()}]
+    assert s.stats["late"] == 1 and s.stats["trades"] == 1
+    # one ms behind the watermark is late, exactly at it is accepted
+    assert s.on_trade(mk(BASE + 97_999, 4, "12", "1"))[0]["type"] == "deadletter"
+    assert s.on_trade(mk(BASE + 98_000, 3, "12", "1")) == []
+    assert (s.stats["trades"], s.stats["late"]) == (2, 2)
+
+
+def test_ties_follow_arrival_order() -> None:
+    """Equal ts: open = first arrived, close = last arrived; equal prices: the first printed."""
+    s = CandleState(CandleParams(intervals=("1m", "5m")))
+    for i, px in enumerate(["10.50", "10.5", "9.0", "9.00", "10.500"]):
+        s.on_trade(mk(BASE + 5, i, px, "1"))
+    fin = {r["iv"]: r for r in s.flush()}
+    for r in fin.values():
+        assert (r["o"], r["h"], r["l"], r["c"], r["n"]) == ("10.50", "10.50", "9.0", "10.500", 5)
+
+
+def test_duplicate_counted_once_and_old_duplicate_is_late() -> None:
+    s = CandleState(CandleParams(intervals=("1m",), emit_interval_ms=0))
+    t = mk(BASE + 1000, 1, "10", "1")
+    s.on_trade(t)
+    assert s.on_trade(t) == []
+    assert s.stats["duplicates"] == 1
+    s.on_trade(mk(BASE + 10_000, 2, "10", "1"))
+    out = s.on_trade(t)  # re-sent after the watermark passed it: its id is no longer kept
+    assert out[0]["type"] == "deadletter" and s.stats["late"] == 1
+    assert s._ids == {"2": BASE + 10_000}  # the id horizon is bounded by the watermark
+
+
+def test_live_advance_closes_on_time_and_fills_gaps() -> None:
+    s = CandleState(CandleParams(intervals=("1m", "5m")))
+    assert s.next_deadline() is None and s.advance(BASE) == []
+    out = s.on_trade(mk(BASE + 10_000, 1, "10.0", "2"))
+    assert [(r["iv"], r["closed"]) for r in out] == [("1m", False), ("5m", False)]
+    assert s.next_deadline() == BASE + MINUTE + 2000
+    assert s.advance(BASE + MINUTE + 1999) == []
+    out = s.advance(BASE + MINUTE + 2000)
+    assert [(r["iv"], r["t"], r["closed"]) for r in out] == [("1m", BASE, True)]
+    assert s.next_deadline() == BASE + 2 * MINUTE + 2000  # the next (flat) minute
+    out = s.advance(BASE + 5 * MINUTE + 2000)  # quiet symbol: minutes 1..4 flat, 5m closes
+    assert [(r["iv"], r["t"], r["n"], r["closed"]) for r in out] == [
+        ("1m", BASE + m * MINUTE, 0, True) for m in range(1, 5)] + [("5m", BASE, 1, True)]
+    assert all((r["o"], r["c"], r["v"], r["q"]) == ("10.0", "10.0", "0", "0") for r in out[:4])
+    assert s.stats["filled"] == 4
+    # a 5m candle whose first minute is flat opens at the previous close
+    out = s.advance(BASE + 6 * MINUTE + 2000)
+    assert [(r["iv"], r["t"]) for r in out] == [("1m", BASE + 5 * MINUTE)]
+    s.on_trade(mk(BASE + 6 * MINUTE + 2500, 2, "12.0", "1"))
+    fin = {(r["iv"], r["t"]): r for r in s.flush()}
+    r5 = fin[("5m", BASE + 5 * MINUTE)]
+    assert (r5["o"], r5["h"], r5["l"], r5["c"], r5["n"]) == ("10.0", "12.0", "10.0", "12.0", 1)
+    assert s.next_deadline() is None
+
+
+def test_throttled_update_emitted_by_advance_and_deadline() -> None:
+    s = CandleState(CandleParams(intervals=("1m",), emit_interval_ms=1000))
+    assert len(s.on_trade(mk(BASE + 100, 1, "10", "1"))) == 1  # leading edge
+    assert s.on_trade(mk(BASE + 300, 2, "11", "1")) == []
+    assert s.next_deadline() == BASE + 1100
+    assert s.advance(BASE + 1099) == []
+    out = s.advance(BASE + 1100)
+    assert [(r["h"], r["n"], r["closed"]) for r in out] == [("11", 2, False)]
+    assert s.next_deadline() == BASE + MINUTE + 2000
+
+
+def test_flush_after_flush_trades_are_late() -> None:
+    s = CandleState(CandleParams(intervals=("1m", "1h")))
+    s.on_trade(mk(BASE + 1000, 1, "10", "1"))
+    assert {r["iv"] for r in s.flush()} == {"1m", "1h"}
+    assert s.flush() == []
+    out = s.on_trade(mk(BASE + 2000, 2, "10", "1"))
+    assert out[0]["type"] == "deadletter"
+
+
+def test_record_shape() -> None:
+    s = CandleState(CandleParams(intervals=("1m",)))
+    s.on_trade(mk(BASE + 5, 7, "2683.80000000", "0.00200000", "binance", "ETH-USDT"))
+    (r,) = s.flush()
+    assert list(r) == ["type", "ex", "sym", "iv", "t", "T", "o", "h", "l", "c", "v", "q", "n",
+                       "closed"]
+    assert r == {"type": "candle", "ex": "binance", "sym": "ETH-USDT", "iv": "1m", "t": BASE,
+                 "T": BASE + 59_999, "o": "2683.80000000", "h": "2683.80000000",
+                 "l": "2683.80000000", "c": "2683.80000000", "v": "0.00200000",
+                 "q": "5.3676000000000000", "n": 1, "closed": True}
+
+
+def test_params_validation() -> None:
+    assert parse_interval("90m") == 5_400_000
+    for bad in ("", "m", "1", "1.5m", "-1m", "0m", "30s", "1M", " 1m"):
+        with pytest.raises(ValueError):
+            parse_interval(bad)
+    with pytest.raises(ValueError):
+        CandleParams(intervals=("1m", "60s"))
+    with pytest.raises(ValueError):
+        CandleParams(intervals=())
+
+
+def test_pickle_is_small() -> None:
+    s = CandleState(CandleParams())
+    for i in range(2000):
+        s.on_trade(mk(BASE + i * 250, i, f"{100 + i % 7}.5", "0.01"))
+    assert len(pickle.dumps(s)) < 4000
+
+
+# -- real data --------------------------------------------------------------------------------
+def eth_trades() -> list[Trade]:
+    with gzip.open(ETH, "rb") as f:
+        objs = [orjson.loads(line) for line in f]
+    trades = [decode_obj(o) for o in objs if o.get("type") == "trade"]
+    assert all(isinstance(t, Trade) for t in trades)
+    return trades  # type: ignore[return-value]
+
+
+def test_real_eth_trades_equal_reference() -> None:
+    trades = eth_trades()
+    assert len(trades) == 6106
+    params = CandleParams()
+    s = CandleState(params)
+    recs = run(s, trades)
+    accepted, late, dups = accept_candles(trades, params.lateness_ms)
+    assert (s.stats["trades"], s.stats["late"], s.stats["duplicates"]) == (
+        len(accepted), len(late), len(dups))
+    fin = final(recs)
+    assert fin == ref_candles(accepted, params.intervals)
+    check_emission_rules(recs, params.emit_interval_ms)
+    ones = ref_minutes(accepted)
+    assert sum(c["n"] for c in ones.values()) == len(accepted)
+    days = [r for (iv, _), r in sorted(fin.items()) if iv == "1d"]  # crosses midnight UTC
+    assert [d["t"] for d in days] == [BASE - 86_400_000, BASE]
+    assert days[0]["o"] == min(trades, key=lambda t: t.ts).px
+    assert days[1]["c"] == max(reversed(trades), key=lambda t: t.ts).px
+    assert sum(d["n"] for d in days) == len(accepted) == s.stats["trades"]

@@ -1,0 +1,282 @@
+"""The Kafka source and sink against the real broker (Tansu locally, Apache Kafka in docker)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import bytewax.operators as op
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import TestingSink, TestingSource, run_main
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from connectors.kafka import (
+    KafkaSink,
+    KafkaSource,
+    Message,
+    event_key,
+    parse_part,
+    partition_lag,
+    produce_lines,
+)
+from tests.util import wait_until
+
+pytestmark = pytest.mark.integration
+
+SYMS = ["BTC-USDT", "ETH-USDT", "SOL-USDT", "XRP-USDT", "ADA-USDT", "DOGE-USDT", "BNB-USDT"]
+
+
+def lines(n: int, start: int = 0) -> list[bytes]:
+    """``n`` small canonical-looking trade events spread over several symbols."""
+    return [
+        b'{"type":"trade","ex":"binance","sym":"%s","ts":%d,"rts":%d,"id":"%d",'
+        b'"px":"1.5","qty":"2","side":"buy"}' % (SYMS[i % len(SYMS)].encode(), i, i, i)
+        for i in range(start, start + n)
+    ]
+
+
+def run_source(source: KafkaSource) -> list[Message]:
+    flow = Dataflow("kafka_test")
+    out: list[Message] = []
+    op.output("out", op.input("in", flow, source), TestingSink(out))
+    run_main(flow)
+    return out
+
+
+def read_part(part: object, until: int | None = None, timeout: float = 20) -> list[Message]:
+    """Drain a source partition until StopIteration (or ``until`` messages)."""
+    got: list[Message] = []
+    deadline = time.monotonic() + timeout
+    while until is None or len(got) < until:
+        assert time.monotonic() < deadline, f"only {len(got)} messages before the deadline"
+        try:
+            got.extend(part.next_batch())  # type: ignore[attr-defined]
+        except StopIteration:
+            break
+    return got
+
+
+def test_event_key_and_parse_part() -> None:
+    assert event_key(lines(1)[0]) == b"binance:BTC-USDT"
+    assert parse_part("md.book.snapshots#12") == ("md.book.snapshots", 12)
+    with pytest.raises(ValueError, match="start must be"):
+        KafkaSource("x:1", ["t"], start="yesterday")
+
+
+def test_reads_every_message_once_across_partitions(kafka_bootstrap: str, new_topic) -> None:
+    topic = new_topic(4)
+    sent = lines(3000)
+    assert produce_lines(kafka_bootstrap, topic, sent) == 3000
+    source = KafkaSource(kafka_bootstrap, [topic], stop_at_end=True, batch_size=128)
+    assert source.list_parts() == [f"{topic}#{i}" for i in range(4)]
+    out = run_source(source)
+    assert Counter(v for _, v, _ in out) == Counter(sent)  # each exactly once
+    assert {k for k, _, _ in out} == {f"binance:{s}".encode() for s in SYMS}
+    now_ms = time.time() * 1000
+    assert all(now_ms - 600_000 < ts <= now_ms + 1000 for _, _, ts in out)
+    # Keys are spread over several partitions, each read in order.
+    per_part = [read_part(source.build_part("s", p, None)) for p in source.list_parts()]
+    assert sum(1 for msgs in per_part if msgs) >= 2
+    for msgs in per_part:
+        ids = [int(v.split(b'"id":"')[1].split(b'"')[0]) for _, v, _ in msgs]
+        assert ids == sorted(ids)
+
+
+def test_resume_from_partition_state_gives_exactly_the_rest(
+    kafka_bootstrap: str, new_topic
+) -> None:
+    topic = new_topic(1)
+    sent = lines(500)
+    produce_lines(kafka_bootstrap, topic, sent)
+    source = KafkaSource(kafka_bootstrap, [topic], stop_at_end=True, batch_size=37)
+    part = source.build_part("s", f"{topic}#0", None)
+    assert part.snapshot() is None  # nothing resolved yet: a resume would start afresh
+    first = read_part(part, until=200)
+    state = part.snapshot()
+    assert state == len(first)  # the next offset to read
+    part.close()
+    rest = read_part(source.build_part("s", f"{topic}#0", state))
+    assert [v for _, v, _ in first + rest] == sent
+
+
+def test_resume_from_recovery_store(kafka_bootstrap: str, new_topic, tmp_path: Path) -> None:
+    topic = new_topic(3)
+    init_db_dir(tmp_path, 1)
+    recovery = RecoveryConfig(str(tmp_path))
+
+    def run() -> list[Message]:
+        flow = Dataflow("kafka_recovery_test")
+        src = KafkaSource(kafka_bootstrap, [topic], stop_at_end=True, batch_size=50)
+        out: list[Message] = []
+        op.output("out", op.input("in", flow, src), TestingSink(out))
+        run_main(flow, epoch_interval=None, recovery_config=recovery)
+        return out
+
+    first, second = lines(400), lines(300, start=400)
+    produce_lines(kafka_bootstrap, topic, first)
+    assert sorted(v for _, v, _ in run()) == sorted(first)
+    produce_lines(kafka_bootstrap, topic, second)
+    assert sorted(v for _, v, _ in run()) == sorted(second)
+    assert run() == []
+
+
+def test_start_latest_skips_what_exists(kafka_bootstrap: str, new_topic) -> None:
+    topic = new_topic(1)
+    old = lines(300)
+    for i in range(0, 300, 100):  # several produce batches: Tansu's watermark reads one low
+        produce_lines(kafka_bootstrap, topic, old[i : i + 100])
+    # With stop_at_end, latest ends at once with nothing.
+    assert run_source(KafkaSource(kafka_bootstrap, [topic], start="latest", stop_at_end=True)) == []
+    source = KafkaSource(kafka_bootstrap, [topic], start="latest")
+    part = source.build_part("s", f"{topic}#0", None)
+    seen: list[Message] = []
+
+    def resolved() -> bool:
+        seen.extend(part.next_batch())
+        return part.snapshot() is not None
+
+    wait_until(resolved, timeout=20, message="latest start never resolved to an offset")
+    assert seen == []
+    assert part.snapshot() == 300
+    new = lines(25, start=300)
+    produce_lines(kafka_bootstrap, topic, new)
+    got = seen + read_part(part, until=25)
+    assert [v for _, v, _ in got] == new
+    assert part.snapshot() == 325
+    part.close()
+
+
+def test_start_at_timestamp(kafka_bootstrap: str, new_topic) -> None:
+    topic = new_topic(2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True})
+    early, late = lines(100), lines(100, start=100)
+    for i, v in enumerate(early):
+        producer.produce(topic, v, event_key(v), timestamp=1_000_000 + i)
+    producer.flush(10)
+    for i, v in enumerate(late):
+        producer.produce(topic, v, event_key(v), timestamp=2_000_000 + i)
+    assert producer.flush(10) == 0
+
+    def read_from(start: str) -> list[bytes]:
+        src = KafkaSource(kafka_bootstrap, [topic], start=start, stop_at_end=True)
+        return sorted(v for _, v, _ in run_source(src))
+
+    assert read_from("2000000") == sorted(late)
+    assert read_from("1500000") == sorted(late)
+    assert read_from("1000050") == sorted(early[50:] + late)
+    assert read_from("3000000") == []
+    out = run_source(KafkaSource(kafka_bootstrap, [topic], start="2000090", stop_at_end=True))
+    assert sorted(ts for _, _, ts in out) == list(range(2_000_090, 2_000_100))
+
+
+def test_group_commit_shows_lag(kafka_bootstrap: str, new_topic) -> None:
+    topic = new_topic(4)
+    group = f"g-{topic}"
+    produce_lines(kafka_bootstrap, topic, lines(1000))
+    before = partition_lag(kafka_bootstrap, group, [topic])
+    assert set(before) == {f"{topic}#{i}" for i in range(4)}
+    assert 0 < sum(before.values()) <= 1000  # Tansu's watermark may read one batch low
+    out = run_source(KafkaSource(kafka_bootstrap, [topic], stop_at_end=True, group_id=group))
+    assert len(out) == 1000
+    assert partition_lag(kafka_bootstrap, group, [topic]) == dict.fromkeys(before, 0)
+    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        committed = c.committed([TopicPartition(topic, i) for i in range(4)], timeout=10)
+    finally:
+        c.close()
+    assert sum(tp.offset for tp in committed) == 1000  # exactly the offsets read
+
+
+def test_no_group_no_commit(kafka_bootstrap: str, new_topic) -> None:
+    topic = new_topic(1)
+    produce_lines(kafka_bootstrap, topic, lines(10))
+    assert len(run_source(KafkaSource(kafka_bootstrap, [topic], stop_at_end=True))) == 10
+    c = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "md-unused"})
+    try:
+        (tp,) = c.committed([TopicPartition(topic, 0)], timeout=10)
+    finally:
+        c.close()
+    assert tp.offset < 0
+
+
+def run_sink(items: list[tuple[bytes | str, bytes]], sink: KafkaSink) -> None:
+    flow = Dataflow("sink_test")
+    op.output("out", op.input("in", flow, TestingSource(items, batch_size=100)), sink)
+    run_main(flow)
+
+
+def test_sink_delivers_everything_keyed(kafka_bootstrap: str, new_topic) -> None:
+    topic = new_topic(4)
+    items: list[tuple[bytes | str, bytes]] = [
+        (f"binance:{SYMS[i % 7]}" if i % 2 else f"binance:{SYMS[i % 7]}".encode(), b"v%d" % i)
+        for i in range(600)
+    ]
+    # A tiny local queue forces the BufferError path (poll, then retry).
+    run_sink(items, KafkaSink(kafka_bootstrap, topic, config={"queue.buffering.max.messages": "5"}))
+    out = run_source(KafkaSource(kafka_bootstrap, [topic], stop_at_end=True))
+    as_bytes = [(k if isinstance(k, bytes) else k.encode(), v) for k, v in items]
+    assert Counter((k, v) for k, v, _ in out) == Counter(as_bytes)
+    # Same key, same partition: each key's values arrive in order.
+    source = KafkaSource(kafka_bootstrap, [topic], stop_at_end=True)
+    for p in source.list_parts():
+        msgs = read_part(source.build_part("s", p, None))
+        for key in {k for k, _, _ in msgs}:
+            vals = [int(v[1:]) for k, v, _ in msgs if k == key]
+            assert vals == sorted(vals)
+
+
+def chain(exc: BaseException | None) -> str:
+    """Every message in an exception's cause chain (Bytewax wraps what the sink raises)."""
+    parts: list[str] = []
+    while exc is not None:
+        parts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    return " <- ".join(parts)
+
+
+def test_sink_raises_on_broker_rejection(kafka_bootstrap: str) -> None:
+    # The broker rejects an invalid topic name: a real delivery failure, not a local check.
+    with pytest.raises(Exception) as info:
+        run_sink([(b"k", b"v")], KafkaSink(kafka_bootstrap, "bad topic!!"))
+    # A delivery failure, or a synchronous refusal once librdkafka has cached the topic as bad.
+    pattern = r"Kafka sink bad topic!!: (1 deliveries failed.*Invalid topic|cannot produce)"
+    assert re.search(pattern, chain(info.value)), chain(info.value)
+
+
+def test_sink_raises_when_broker_unreachable() -> None:
+    sink = KafkaSink("127.0.0.1:1", "t", config={"message.timeout.ms": "1500"})
+    with pytest.raises(Exception) as info:
+        run_sink([(b"k", b"v")] * 3, sink)
+    assert re.search(r"3 deliveries failed.*timed out", chain(info.value))
+
+
+def test_sink_failure_raises_on_next_write(kafka_bootstrap: str) -> None:
+    part = KafkaSink(kafka_bootstrap, "bad topic!!").build("s", 0, 1)
+    part.write_batch([(b"k", b"v")])
+
+    def raised() -> bool:
+        try:
+            part.write_batch([])
+        except RuntimeError as e:
+            return "deliveries failed" in str(e)
+        return False
+
+    wait_until(raised, timeout=20, message="delivery failure never surfaced on write_batch")
+    part.close()  # the failure was reported once; nothing else pending
+
+
+def test_produce_lines_raises_when_broker_unreachable() -> None:
+    with pytest.raises(RuntimeError, match=r"failed|not delivered"):
+        cfg = {"message.timeout.ms": "1500"}
+        produce_lines("127.0.0.1:1", "t", lines(3), key_of=lambda _: b"k", config=cfg)
+
+
+def test_source_fails_when_broker_unreachable() -> None:
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="unreachable"):
+        KafkaSource("127.0.0.1:1", ["t"], fail_after_s=1.5).list_parts()
+    assert time.monotonic() - start < 15

@@ -1,0 +1,418 @@
+"""Feed handlers and ``marketdata normalize`` over the recordings of shared/data."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+from decimal import ROUND_FLOOR, Decimal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from connectors.exchanges import HANDLERS
+from connectors.exchanges.base import iso_to_ms, sec_to_ms, to_symbol
+from connectors.exchanges.binance import BinanceFuturesHandler, BinanceHandler
+from connectors.exchanges.bybit import BybitHandler
+from connectors.exchanges.coinbase import CoinbaseHandler
+from connectors.exchanges.kraken import KrakenHandler, kraken_checksum
+from connectors.exchanges.normalize import normalize_file, normalize_files, register
+from connectors.exchanges.okx import OkxHandler, okx_checksum
+from connectors.exchanges.recordings import Frame, read_frames
+from operators.events import decode
+from operators.orderbook import Book
+
+DATA = Path("/work/shared/data")
+ETH = DATA / "hftbacktest/spot/ethusdt_20240808.gz"
+BTC = [DATA / "hftbacktest/spot/btcusdt_20240808.gz", DATA / "hftbacktest/spot/btcusdt_20240809.gz"]
+USDM = DATA / "hftbacktest/usdm/btcusdt_20240808.gz"
+CANONICAL = DATA / "canonical/binance_ethusdt_20240808.events.jsonl.gz"
+
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="shared recordings not available")
+
+_FRAMES: dict[Path, list[Frame]] = {}
+
+
+def frames(path: Path) -> list[Frame]:
+    if path not in _FRAMES:
+        _FRAMES[path] = list(read_frames(path))
+    return _FRAMES[path]
+
+
+def feed(h: Any, frs: list[Frame]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for fr in frs:
+        out += h.on_snapshot(fr.symbol, fr.raw, fr.rts) if fr.kind == "rest" else \
+            h.on_frame(fr.raw, fr.rts)
+    return out
+
+
+def lines(events: list[dict[str, Any]]) -> list[bytes]:
+    return [orjson.dumps(e) for e in events]
+
+
+# -- the oracle ------------------------------------------------------------------------------
+def test_binance_spot_reproduces_the_canonical_file_exactly() -> None:
+    buf = io.BytesIO()
+    stats = normalize_file("binance", ETH, buf)
+    ours = buf.getvalue()
+    with gzip.open(CANONICAL, "rb") as f:
+        ref = f.read()
+    ours_l, ref_l = ours.splitlines(), ref.splitlines()
+    assert len(ours_l) == len(ref_l) == 9539
+    for i, (a, b) in enumerate(zip(ours_l, ref_l, strict=True)):
+        assert orjson.loads(a) == orjson.loads(b), f"line {i + 1}"
+    assert ours == ref  # byte-identical, compact separators and key order included
+    assert stats["gaps"] == 0 and stats["deadletter"] == 0 and stats["snapshots"] == 1
+
+
+def test_every_emitted_event_decodes_as_canonical() -> None:
+    h = BinanceHandler()
+    for ev in feed(h, frames(ETH)[:3000]):
+        assert not hasattr(decode(orjson.dumps(ev)), "reason"), ev
+
+
+# -- every recording, zero gaps --------------------------------------------------------------
+RECORDINGS = [
+    ("binance", BTC),
+    ("binance_futures", [USDM]),
+    ("binance", [DATA / "cryptofeed/BINANCE.ws.1.0"]),
+    ("coinbase", [DATA / "cryptofeed/COINBASE.ws.28.0"]),
+    ("kraken", [DATA / "cryptofeed/KRAKEN.ws.50.0"]),
+    ("okx", [DATA / "cryptofeed/OKX.ws.1.0"]),
+    ("bybit", [DATA / "nautilus_trader/xrpusdt-ob500.data.zip"]),
+]
+
+
+@pytest.mark.parametrize(("exchange", "paths"), RECORDINGS,
+                         ids=[f"{e}:{p[0].name}" for e, p in RECORDINGS])
+def test_recording_normalizes_without_gaps(exchange: str, paths: list[Path]) -> None:
+    buf = io.BytesIO()
+    stats = normalize_files(exchange, paths, buf)
+    events = [orjson.loads(x) for x in buf.getvalue().splitlines()]
+    assert stats["gaps"] == 0 and stats["resyncs"] == 0 and stats["crossed"] == 0
+    assert stats["deadletter"] == 0 and stats["checksum_bad"] == 0
+    assert stats["unsynced_at_end"] == 0 and stats["stale_snapshot"] == 0
+    assert stats["snapshots"] >= 1 and stats["book_events"] > stats["snapshots"]
+    # prev_seq chains to the previous event's seq, per symbol, everywhere.
+    last: dict[str, int] = {}
+    for e in events:
+        assert e["type"] in ("book", "trade") and e["ex"] == exchange
+        if e["type"] != "book":
+            continue
+        if e["action"] == "snapshot":
+            assert "prev_seq" not in e
+        else:
+            assert e["prev_seq"] == last[e["sym"]], e
+            assert e["seq"] > e["prev_seq"]
+        last[e["sym"]] = e["seq"]
+
+
+def test_kraken_reproduces_every_checksum() -> None:
+    path = DATA / "cryptofeed/KRAKEN.ws.50.0"
+    with_checksum = sum(1 for fr in frames(path) if '"c":"' in fr.raw)
+    stats = normalize_file("kraken", path, io.BytesIO())
+    assert with_checksum > 4000
+    assert stats["checksum_ok"] == with_checksum and stats["checksum_bad"] == 0
+
+
+def test_okx_reproduces_every_checksum() -> None:
+    path = DATA / "cryptofeed/OKX.ws.1.0"
+    with_checksum = sum(1 for fr in frames(path) if '"checksum":' in fr.raw)
+    stats = normalize_file("okx", path, io.BytesIO())
+    assert with_checksum > 250
+    assert stats["checksum_ok"] == with_checksum and stats["checksum_bad"] == 0
+
+
+def test_binance_btcusdt_two_files_are_one_session() -> None:
+    h = BinanceHandler()
+    first = feed(h, frames(BTC[0]))
+    second = feed(h, frames(BTC[1]))
+    assert sum(e["action"] == "snapshot" for e in first + second if e["type"] == "book") == 1
+    books = [e for e in second if e["type"] == "book"]
+    assert books[0]["prev_seq"] == [e for e in first if e["type"] == "book"][-1]["seq"]
+    trades = [int(e["id"]) for e in first + second if e["type"] == "trade"]
+    assert sorted(set(trades)) == list(range(min(trades), max(trades) + 1))  # contiguous ids
+    assert h.stats["gaps"] == 0 and h.resync_needed() == []
+
+
+@pytest.mark.parametrize(("cls", "paths"), [(BinanceHandler, BTC), (BinanceHandler, [ETH]),
+                                            (BinanceFuturesHandler, [USDM])],
+                         ids=["btcusdt", "ethusdt", "usdm"])
+def test_book_ticker_matches_rebuilt_book(cls: type[BinanceHandler], paths: list[Path]) -> None:
+    h = cls()
+    at_update: dict[int, tuple[str, str]] = {}
+    tickers: list[tuple[int, str, str]] = []
+    for path in paths:
+        for fr in frames(path):
+            if fr.kind == "rest":
+                h.on_snapshot(fr.symbol, fr.raw, fr.rts)
+                continue
+            out = h.on_frame(fr.raw, fr.rts)
+            if "@bookTicker" in fr.raw:
+                d = orjson.loads(fr.raw)["data"]
+                tickers.append((d["u"], d["b"], d["a"]))
+            for e in out:
+                if e["type"] == "book":
+                    book = h.books[e["sym"]]
+                    at_update[e["seq"]] = (book.best_bid()[0], book.best_ask()[0])  # type: ignore[index]
+    matched = [(u, b, a) for u, b, a in tickers if u in at_update]
+    print(len(matched), "bookTicker ids coincide with depth ids")
+    assert len(matched) >= 2
+    for u, b, a in matched:
+        assert at_update[u] == (b, a), u
+
+
+def test_futures_first_update_chains_to_snapshot_then_pu() -> None:
+    out = [e for e in feed(BinanceFuturesHandler(), frames(USDM)[:400]) if e["type"] == "book"]
+    snap, first, second = out[0], out[1], out[2]
+    assert snap["action"] == "snapshot" and snap["ts"] == 1723161256501  # the answer's E
+    assert first["prev_seq"] == snap["seq"] == 5123107852948
+    raw = [orjson.loads(fr.raw)["data"] for fr in frames(USDM)[:400]
+           if "depthUpdate" in fr.raw]
+    by_u = {d["u"]: d for d in raw}
+    assert by_u[first["seq"]]["U"] <= snap["seq"] <= first["seq"]
+    assert second["prev_seq"] == by_u[second["seq"]]["pu"] == first["seq"]
+
+
+# -- faults ----------------------------------------------------------------------------------
+def test_binance_gap_is_detected_and_resynced() -> None:
+    h = BinanceHandler()
+    frs = frames(ETH)
+    depth = [i for i, fr in enumerate(frs) if "depthUpdate" in fr.raw]
+    cut = depth[20]  # drop one diff after sync
+    feed(h, frs[:cut])
+    assert h.resync_needed() == []
+    out = feed(h, frs[cut + 1: depth[25]])
+    assert h.stats["gaps"] == 1 and h.resync_needed() == ["ETH-USDT"]
+    assert h.books["ETH-USDT"].status == "stale"
+    assert sum(e["type"] == "book" for e in out) == 1  # the gapping diff, then buffering
+    # A fresh snapshot covering the buffered diffs brings the symbol back.
+    buffered = [orjson.loads(frs[i].raw)["data"] for i in depth[21:25]]
+    snap = {"lastUpdateId": buffered[1]["u"], "bids": [["1.00", "1"]], "asks": [["9999.00", "1"]]}
+    out = h.on_snapshot("ETHUSDT", orjson.dumps(snap), 1)
+    assert h.resync_needed() == [] and h.stats["snapshots"] == 2
+    assert [e["action"] for e in out] == ["snapshot", "update", "update"]
+    assert out[1]["prev_seq"] == snap["lastUpdateId"]
+
+
+def test_binance_stale_snapshot_is_refused() -> None:
+    h = BinanceHandler()
+    diff = {"stream": "ethusdt@depth@100ms", "data": {"e": "depthUpdate", "E": 5, "s": "ETHUSDT",
+                                                      "U": 100, "u": 105, "b": [], "a": []}}
+    assert h.on_frame(orjson.dumps(diff), 1) == []
+    assert h.resync_needed() == ["ETH-USDT"]
+    old = {"lastUpdateId": 90, "bids": [], "asks": []}
+    assert h.on_snapshot("ETHUSDT", orjson.dumps(old), 2) == []
+    assert h.stats["stale_snapshot"] == 1 and h.resync_needed() == ["ETH-USDT"]
+    good = {"lastUpdateId": 101, "bids": [["10", "1"]], "asks": [["11", "1"]]}
+    out = h.on_snapshot("ETHUSDT", orjson.dumps(good), 3)
+    assert [(e["action"], e["seq"], e.get("prev_seq")) for e in out] == \
+        [("snapshot", 101, None), ("update", 105, 101)]
+    assert h.snapshot_request("ETH-USDT") == "/api/v3/depth?symbol=ETHUSDT&limit=1000"
+
+
+def _tamper(frs: list[Frame], needle: str, nth: int, old: str, new: str) -> list[Frame]:
+    idx = [i for i, fr in enumerate(frs) if needle in fr.raw][nth]
+    fr = frs[idx]
+    assert old in fr.raw
+    return [*frs[:idx], fr._replace(raw=fr.raw.replace(old, new, 1)), *frs[idx + 1:]]
+
+
+def test_kraken_checksum_mismatch_requests_resync() -> None:
+    frs = frames(DATA / "cryptofeed/KRAKEN.ws.50.0")
+    tampered = _tamper(frs, '"c":"', 30, '"c":"', '"c":"1')
+    bad = orjson.loads(next(fr.raw for fr in tampered if '"c":"1' in fr.raw
+                            and fr.raw not in {f.raw for f in frs}))
+    sym = bad[-1].replace("XBT", "BTC").replace("/", "-")
+    h = KrakenHandler()
+    feed(h, tampered)
+    assert h.stats["checksum_bad"] == 1 and h.resync_needed() == [sym]
+    assert h.stats["dropped"] > 0  # updates of that pair wait for a new snapshot
+
+
+def test_okx_checksum_mismatch_requests_resync() -> None:
+    frs = frames(DATA / "cryptofeed/OKX.ws.1.0")
+    tampered = _tamper(frs, '"instId":"BTC-USDT"},"action":"update"', 5, '"checksum":',
+                       '"checksum":1')
+    h = OkxHandler()
+    out = feed(h, tampered)
+    assert h.stats["checksum_bad"] == 1 and h.resync_needed() == ["BTC-USDT"]
+    assert h.stats["dropped"] > 0
+    # a new snapshot restores sync
+    snap = next(fr for fr in frs if '"action":"snapshot"' in fr.raw and "BTC-USDT" in fr.raw)
+    out = h.on_frame(snap.raw, snap.rts)
+    assert out[0]["action"] == "snapshot" and h.resync_needed() == []
+
+
+def test_bybit_gap_detected() -> None:
+    frs = frames(DATA / "nautilus_trader/xrpusdt-ob500.data.zip")
+    h = BybitHandler()
+    feed(h, frs[:10] + frs[11:])
+    assert h.stats["gaps"] == 1 and h.resync_needed() == ["XRP-USDT"]
+    assert h.stats["dropped"] == len(frs) - 12
+
+
+@pytest.mark.parametrize("exchange", sorted(HANDLERS))
+@pytest.mark.parametrize("raw", [b'{"stream": "x", "data": {', b"\xff\xfe", b"[1, 2", b""])
+def test_malformed_frame_becomes_a_dead_letter(exchange: str, raw: bytes) -> None:
+    h = HANDLERS[exchange]()
+    (dl,) = h.on_frame(raw, 1)
+    assert dl["type"] == "deadletter" and dl["stage"] == "normalize"
+    assert dl["reason"].startswith("malformed JSON") and isinstance(dl["raw"], str)
+    assert h.stats["deadletter"] == 1 and h.stats["events"] == 0
+
+
+@pytest.mark.parametrize(("exchange", "raw"), [
+    ("binance", b'{"stream":"a@depth","data":{"e":"depthUpdate","s":"ETHUSDT"}}'),
+    ("binance", b'{"stream":"a@trade","data":{"e":"trade","s":"ETHUSDT","p":"1"}}'),
+    ("okx", b'{"data": 7}'),
+    ("okx", b'{"arg":{"channel":"trades"},"data":[{"px":"1"}]}'),
+    ("kraken", b'[1, {"a": [["x"]]}, "trade", "XBT/USD"]'),
+    ("coinbase", b'{"type":"match","product_id":"BTC-USD"}'),
+    ("bybit", b'{"topic":"orderbook.50.BTCUSDT","type":"snapshot","data":{"s":"BTCUSDT"}}'),
+])
+def test_unexpected_frame_becomes_a_dead_letter(exchange: str, raw: bytes) -> None:
+    h = HANDLERS[exchange]()
+    (dl,) = h.on_frame(raw, 1)
+    assert dl["type"] == "deadletter" and dl["raw"] == raw.decode()
+    assert dl["reason"].startswith(f"unexpected {exchange} message")
+
+
+def test_bad_decimal_is_dead_lettered_and_unsyncs() -> None:
+    h = BinanceHandler()
+    trade = {"stream": "ethusdt@trade", "data": {"e": "trade", "E": 1, "s": "ETHUSDT", "t": 7,
+                                                 "p": "1e5", "q": "1", "T": 1, "m": False}}
+    (dl,) = h.on_frame(orjson.dumps(trade), 1)
+    assert dl["type"] == "deadletter" and "decimal" in dl["reason"] and dl["key"] == \
+        "binance:ETH-USDT"
+    snap = {"lastUpdateId": 5, "bids": [["NaN", "1"]], "asks": []}
+    (dl,) = h.on_snapshot("ETHUSDT", orjson.dumps(snap), 1)
+    assert dl["type"] == "deadletter" and h.resync_needed() == ["ETH-USDT"]
+
+
+def test_crossed_book_requests_resync() -> None:
+    h = BybitHandler()
+    snap = {"topic": "orderbook.50.BTCUSDT", "type": "snapshot", "ts": 1,
+            "data": {"s": "BTCUSDT", "b": [["10", "1"]], "a": [["11", "1"]], "u": 1}}
+    delta = {"topic": "orderbook.50.BTCUSDT", "type": "delta", "ts": 2,
+             "data": {"s": "BTCUSDT", "b": [["12", "1"]], "a": [], "u": 2}}
+    h.on_frame(orjson.dumps(snap), 1)
+    assert h.resync_needed() == []
+    h.on_frame(orjson.dumps(delta), 2)
+    assert h.stats["crossed"] == 1 and h.resync_needed() == ["BTC-USDT"]
+
+
+# -- exchange details ------------------------------------------------------------------------
+def test_coinbase_seq_and_taker_side() -> None:
+    h = CoinbaseHandler()
+    h.on_frame(b'{"type":"snapshot","product_id":"BTC-USD","bids":[["10.00","1"]],'
+               b'"asks":[["11.00","2"]]}', 5)
+    (up,) = h.on_frame(b'{"type":"l2update","product_id":"BTC-USD","changes":[["buy","10.50",'
+                       b'"3"],["sell","11.00","0"]],"time":"2021-04-17T16:43:37.075687Z"}', 6)
+    assert (up["seq"], up["prev_seq"], up["ts"]) == (2, 1, 1618677817075)
+    assert up["bids"] == [["10.50", "3"]] and up["asks"] == [["11.00", "0"]]
+    (t,) = h.on_frame(b'{"type":"match","trade_id":9,"side":"sell","size":"1","price":"10.50",'
+                      b'"product_id":"BTC-USD","time":"2021-04-17T16:43:37.089723Z"}', 7)
+    assert (t["id"], t["side"], t["ts"]) == ("9", "buy", 1618677817089)
+
+
+def test_kraken_truncates_to_subscribed_depth() -> None:
+    h = KrakenHandler()
+    snap = [1, {"as": [["5.0", "1.00", "1.1"], ["6.0", "1.00", "1.1"]],
+                "bs": [["4.0", "1.00", "1.1"], ["3.0", "2.50", "1.1"]]}, "book-2", "XBT/USD"]
+    h_out = h.on_frame(orjson.dumps(snap), 1)
+    assert h_out[0]["action"] == "snapshot" and h_out[0]["seq"] == 1
+    new_bid = ["4.5", "1.00", "2.123456"]
+    bids_after = [["4.5", "1.00"], ["4.0", "1.00"]]
+    asks_after = [["5.0", "1.00"], ["6.0", "1.00"]]
+    c = str(kraken_checksum(asks_after, bids_after))
+    (up,) = h.on_frame(orjson.dumps([1, {"b": [new_bid], "c": c}, "book-2", "XBT/USD"]), 2)
+    assert up["sym"] == "BTC-USD" and up["ts"] == 2123 and up["seq"] == 2
+    assert up["bids"] == [["4.5", "1.00"], ["3.0", "0.00"]]  # the cut level, deleted
+    assert h.stats["checksum_ok"] == 1
+    # A consumer applying exactly the emitted events ends with the handler's (truncated) book.
+    consumer = Book()
+    for e in [*h_out, up]:
+        consumer.apply(decode(orjson.dumps(e)))  # type: ignore[arg-type]
+    assert consumer.top(5, "bids") == h.books["BTC-USD"].top(5, "bids") == bids_after
+    assert consumer.top(5, "asks") == asks_after
+
+
+def test_okx_checksum_of_documented_shape() -> None:
+    # Interleaving with unequal depths: the longer side continues alone.
+    bids = [["3366.1", "7"], ["3366", "6"]]
+    asks = [["3366.8", "9"]]
+    import zlib
+    v = zlib.crc32(b"3366.1:7:3366.8:9:3366:6")
+    assert okx_checksum(bids, asks) == (v - (1 << 32) if v >= 1 << 31 else v)
+
+
+@pytest.mark.parametrize(("native", "sym"), [("ETHUSDT", "ETH-USDT"), ("xrpusdt", "XRP-USDT"),
+                                             ("BLZETH", "BLZ-ETH"), ("RUNEEUR", "RUNE-EUR"),
+                                             ("BTCFDUSD", "BTC-FDUSD"), ("BTC-USD", "BTC-USD"),
+                                             ("BTC-USD-SWAP", "BTC-USDSWAP")])
+def test_symbols(native: str, sym: str) -> None:
+    assert to_symbol(native) == sym
+
+
+def test_unknown_quote_is_refused() -> None:
+    with pytest.raises(ValueError):
+        to_symbol("FOOBAR")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=0, max_value=2 * 10**9), st.integers(min_value=0, max_value=10**9 - 1),
+       st.integers(min_value=1, max_value=9))
+def test_sec_to_ms_is_exact_floor(whole: int, frac: int, digits: int) -> None:
+    text = f"{whole}.{str(frac).rjust(9, '0')[:digits]}"
+    assert sec_to_ms(text) == int((Decimal(text) * 1000).to_integral_value(ROUND_FLOOR))
+
+
+def test_iso_to_ms() -> None:
+    assert iso_to_ms("1970-01-01T00:00:00Z") == 0
+    assert iso_to_ms("2023-02-09T20:32:50.714964855Z") == 1675974770714
+
+
+def test_subscribe_messages_and_snapshot_requests() -> None:
+    assert orjson.loads(BinanceFuturesHandler().subscribe_messages(["BTC-USDT"])[0])["params"] \
+        == ["btcusdt@depth@100ms", "btcusdt@trade"]
+    assert BinanceFuturesHandler().snapshot_request("BTC-USDT") == \
+        "/fapi/v1/depth?symbol=BTCUSDT&limit=1000"
+    assert orjson.loads(KrakenHandler().subscribe_messages(["BTC-USD"])[0])["pair"] == ["XBT/USD"]
+    for cls in (KrakenHandler, OkxHandler, CoinbaseHandler, BybitHandler):
+        assert cls().snapshot_request("BTC-USD") is None
+        assert all(orjson.loads(m) for m in cls().subscribe_messages(["BTC-USD"]))
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+def _cli(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    register(p.add_subparsers(dest="command"))
+    return p.parse_args(argv)
+
+
+def test_cli_writes_events_and_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "okx.jsonl"
+    args = _cli(["normalize", "okx", "--input", str(DATA / "cryptofeed/OKX.ws.1.0"),
+                 "--output", str(out)])
+    assert args.func(args) == 0
+    assert len(out.read_bytes().splitlines()) == 364
+    err = capsys.readouterr().err
+    assert "checksum_ok=290" in err and "gaps=0" in err
+
+
+def test_cli_unreadable_input_fails_clearly(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "x.gz"
+    bad.write_bytes(b"not gzip")
+    args = _cli(["normalize", "binance", "--input", str(bad), "--output", str(tmp_path / "o")])
+    assert args.func(args) == 2
+    assert "cannot read input" in capsys.readouterr().err
+    args = _cli(["normalize", "binance", "--input", str(tmp_path / "missing.ws.1.0"),
+                 "--output", "-"])
+    assert args.func(args) == 2

@@ -1,0 +1,186 @@
+"""The 24h ticker operator against the brute-force Decimal reference, generated and real trades."""
+
+from __future__ import annotations
+
+import itertools
+import pickle
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.events import Trade, encode_trade
+from operators.ticker import MINUTE, TickerParams, TickerState
+from tests.reference import accept_ticker, ref_ticker
+from tests.test_candles import BASE, eth_trades, mk, price, qty
+
+HOUR = 3_600_000
+DAY = 24 * HOUR
+
+
+@st.composite
+def ticker_streams(draw: st.DrawFn) -> list[Trade]:
+    """Trades over ~1-2 days, partly out of order (some beyond the window: late), some re-sent."""
+    n = draw(st.integers(1, 45))
+    ts = BASE + draw(st.integers(0, DAY))
+    out: list[Trade] = []
+    for i in range(n):
+        ts += draw(st.one_of(st.integers(0, 2_000), st.integers(0, 90_000),
+                             st.integers(0, 4 * HOUR)))
+        back = draw(st.one_of(st.just(0), st.integers(0, 5 * MINUTE),
+                              st.integers(0, 30 * HOUR)))
+        out.append(mk(ts - back, 1000 + i, draw(price), draw(qty)))
+        if draw(st.integers(0, 5)) == 0:  # re-send an earlier trade
+            out.append(out[draw(st.integers(0, len(out) - 1))])
+    return out
+
+
+def feed(s: TickerState, trades: list[Trade]) -> list[tuple[int, int, dict[str, Any]]]:
+    """``(index of the trade just fed, clock, record)``; flush records get index ``len(trades)``."""
+    out = []
+    clock = None
+    for k, t in enumerate(trades):
+        clock = t.ts if clock is None else max(clock, t.ts)
+        out.extend((k, clock, r) for r in s.on_trade(t))
+    out.extend((len(trades), clock, r) for r in s.flush())
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(ticker_streams(), st.sampled_from([0, 1000, 60_000]), st.sampled_from([600_000, 3 * HOUR]))
+def test_every_ticker_equals_reference(trades: list[Trade], throttle: int, dedup: int) -> None:
+    s = TickerState(TickerParams(emit_interval_ms=throttle, dedup_ms=dedup))
+    recs = feed(s, trades)
+    verdicts = accept_ticker(trades, dedup)
+    ok = [t for t, v in verdicts if v == "ok"]
+    assert s.stats["trades"] == len(ok)
+    assert s.stats["late"] == sum(v == "late" for _, v in verdicts)
+    assert s.stats["duplicates"] == sum(v == "duplicate" for _, v in verdicts)
+    tickers = [(k, c, r) for k, c, r in recs if r["type"] == "ticker"]
+    dead = [(k, r) for k, _, r in recs if r["type"] == "deadletter"]
+    assert [k for k, _ in dead] == [k for k, (_, v) in enumerate(verdicts) if v == "late"]
+    for k, r in dead:
+        assert r["stage"] == "ticker" and r["key"] == "test:BTC-USDT"
+        assert r["reason"].startswith(f"late trade: ts {trades[k].ts} is before the ticker window")
+        assert r["raw"] == orjson.dumps(encode_trade(trades[k])).decode()
+    for k, _, r in tickers:
+        so_far = [t for t, v in verdicts[: k + 1] if v == "ok"]
+        assert r == ref_ticker(so_far)
+    assert s.stats["emitted"] == len(tickers)
+    # throttle: at most one record per emit interval of event time (flush excepted)
+    clocks = [c for k, c, _ in tickers if k < len(trades)]
+    if throttle:
+        assert all(b - a >= throttle for a, b in itertools.pairwise(clocks))
+    # the last record reflects every accepted trade; nothing is left pending
+    if ok:
+        assert tickers[-1][2] == ref_ticker(ok)
+    assert s.next_deadline() is None and s.flush() == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(ticker_streams(), st.integers(0, 10**6))
+def test_snapshot_restore_midstream(trades: list[Trade], cut: int) -> None:
+    k = cut % (len(trades) + 1)
+    a = TickerState(TickerParams())
+    for t in trades[:k]:
+        a.on_trade(t)
+    b = pickle.loads(pickle.dumps(a))
+    assert feed(a, trades[k:]) == feed(b, trades[k:])
+    assert a.stats == b.stats
+
+
+def test_buckets_expire_exactly() -> None:
+    s = TickerState(TickerParams(emit_interval_ms=0))
+    s.on_trade(mk(BASE + 10, 1, "500.0", "1.12"))  # the high, and 2 then 9 decimals of volume
+    s.on_trade(mk(BASE + 20, 7, "400.0", "0.000000009"))
+    s.on_trade(mk(BASE + 30 * MINUTE, 2, "10.5", "2"))
+    r = s.on_trade(mk(BASE + DAY - 1, 3, "11", "0.5"))[0]  # BASE's minute is still in the window
+    assert (r["openTime"], r["highPrice"], r["count"]) == (BASE, "500.0", 4)
+    assert r["volume"] == "3.620000009"
+    r = s.on_trade(mk(BASE + DAY + MINUTE + 1, 4, "12", "1.5"))[0]  # now it has left the window
+    assert r["openTime"] == BASE + 2 * MINUTE
+    assert (r["openPrice"], r["firstId"], r["highPrice"], r["lowPrice"]) == (
+        "10.5", "2", "12", "10.5")
+    assert (r["volume"], r["count"]) == ("4.0", 3)  # the sum prints fewer decimals again
+    assert r["priceChange"] == "1.5" and r["priceChangePercent"] == "14.28571429"
+    late = s.on_trade(mk(BASE + 20, 5, "1", "1"))
+    assert late[0]["type"] == "deadletter" and s.stats["late"] == 1
+    r = s.on_trade(mk(BASE + 3 * DAY, 6, "13", "1"))[0]  # a jump beyond the whole window
+    assert (r["count"], r["volume"], r["openPrice"], r["lastId"]) == (1, "1", "13", "6")
+
+
+def test_equal_highs_in_ring_order() -> None:
+    """Equal extremes printed differently: the earliest minute wins, also across the ring's wrap."""
+    s = TickerState(TickerParams(emit_interval_ms=0))
+    s.on_trade(mk(BASE + 1000 * MINUTE, 1, "20.0", "1"))  # ring slot 1000
+    s.on_trade(mk(BASE + DAY + 100 * MINUTE, 2, "20.00", "1"))  # ring slot 100, a day later
+    r = s.on_trade(mk(BASE + DAY + 500 * MINUTE, 3, "15", "1"))[0]
+    assert r["openTime"] == BASE + 501 * MINUTE
+    assert (r["highPrice"], r["lowPrice"], r["openPrice"]) == ("20.0", "15", "20.0")
+
+
+def test_throttle_trailing_emission_and_deadline() -> None:
+    s = TickerState(TickerParams(emit_interval_ms=1000))
+    assert s.next_deadline() is None and s.advance(BASE) == []
+    assert len(s.on_trade(mk(BASE, 1, "10", "1"))) == 1  # leading edge
+    assert s.on_trade(mk(BASE + 400, 2, "11", "1")) == []
+    assert s.next_deadline() == BASE + 1000
+    assert s.advance(BASE + 999) == []
+    (r,) = s.advance(BASE + 1000)
+    assert (r["lastPrice"], r["count"]) == ("11", 2)
+    assert s.next_deadline() is None and s.advance(BASE + 5000) == []
+    # an older trade inside the window changes the state but not the last trade
+    (r,) = s.on_trade(mk(BASE - 3 * HOUR, 3, "9", "1"))
+    assert (r["openPrice"], r["lastPrice"], r["count"], r["closeTime"]) == (
+        "9", "11", 3, BASE + 400)
+    assert s.on_trade(mk(BASE + 400, 2, "11", "1")) == [] and s.stats["duplicates"] == 1
+
+
+def test_ties_follow_arrival_order() -> None:
+    s = TickerState(TickerParams(emit_interval_ms=0))
+    s.on_trade(mk(BASE + 5, 1, "10.50", "1"))
+    s.on_trade(mk(BASE + 5, 2, "10.5", "1"))
+    r = s.on_trade(mk(BASE + 5, 3, "10.500", "1"))[0]
+    assert (r["openPrice"], r["highPrice"], r["lowPrice"], r["lastPrice"]) == (
+        "10.50", "10.50", "10.50", "10.500")
+    assert (r["firstId"], r["lastId"], r["priceChange"]) == ("1", "3", "0.000")
+
+
+def test_record_shape() -> None:
+    s = TickerState(TickerParams())
+    (r,) = s.on_trade(mk(BASE + 7, 1, "2683.80000000", "0.00200000", "binance", "ETH-USDT"))
+    assert list(r) == ["type", "ex", "sym", "openTime", "closeTime", "openPrice", "highPrice",
+                       "lowPrice", "lastPrice", "volume", "quoteVolume", "priceChange",
+                       "priceChangePercent", "weightedAvgPrice", "count", "firstId", "lastId"]
+    assert r["quoteVolume"] == "5.3676000000000000" and r["weightedAvgPrice"] == "2683.80000000"
+    assert r["priceChange"] == "0.00000000"
+    assert r["priceChangePercent"] == "0.00000000"
+    assert (r["openTime"], r["closeTime"], r["count"]) == (BASE - 1439 * MINUTE, BASE + 7, 1)
+
+
+def test_params_validation() -> None:
+    with pytest.raises(ValueError):
+        TickerParams(emit_interval_ms=-1)
+
+
+def test_pickle_is_compact() -> None:
+    s = TickerState(TickerParams())
+    for i in range(5000):  # ~1 trade/s for 83 minutes
+        s.on_trade(mk(BASE + i * 1000, i, f"{100 + i % 7}.5", "0.01"))
+    size = len(pickle.dumps(s))
+    assert size < 60_000, size
+
+
+def test_real_eth_tickers_equal_reference() -> None:
+    trades = eth_trades()
+    s = TickerState(TickerParams())
+    recs = feed(s, trades)
+    verdicts = accept_ticker(trades, 600_000)
+    assert all(v == "ok" for _, v in verdicts)
+    tickers = [(k, r) for k, _, r in recs if r["type"] == "ticker"]
+    assert len(tickers) > 200  # ~1 per second of a 6-minute recording
+    for k, r in tickers:
+        assert r == ref_ticker(trades[: k + 1])
+    assert tickers[-1][1]["count"] == len(trades)
