@@ -1,0 +1,39 @@
+# Two commands on a fresh clone: `make demo` and `make test` (see README.md).
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+
+.PHONY: setup demo test lint stack-up stack-down bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing the project (first run takes a minute)"
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+	@echo "==> ready: $(BIN)/marketdata"
+
+stack-up: setup
+	@$(BIN)/marketdata stack up
+
+stack-down: setup
+	@$(BIN)/marketdata stack down
+
+demo: setup
+	@$(BIN)/marketdata demo
+
+test: setup stack-up
+	@$(BIN)/ruff check .
+	@$(BIN)/pytest
+
+lint: setup
+	@$(BIN)/ruff check .
+
+bench: setup stack-up
+	@$(BIN)/marketdata bench
+
+clean:
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache .hypothesis artifacts
