@@ -128,25 +128,41 @@ def _str(obj: dict[str, Any], name: str, kind: str) -> str:
     return v
 
 
+_PARSED: dict[str, tuple[int, int]] = {}
+_PARSED_MAX = 200_000
+
+
+def _parse(text: Any) -> tuple[int, int]:
+    """``parse`` with a bounded memo: books repeat the same price and size strings constantly."""
+    r = _PARSED.get(text) if type(text) is str else None
+    if r is None:
+        r = parse(text)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = r
+    return r
+
+
 def _levels(obj: dict[str, Any], name: str) -> list[Level]:
     raw = obj.get(name, [])
     if type(raw) is not list:
         raise _Invalid(f"book: {name} must be a list of [price, quantity]")
     out: list[Level] = []
-    for lv in raw:
-        if type(lv) is not list or len(lv) < 2:
-            raise _Invalid(f"book: {name} level must be [price, quantity], got {lv!r:.40}")
-        px, qty = lv[0], lv[1]
-        try:
-            pu, _ = parse(px)
-            qu, _ = parse(qty)
-        except DecimalError as e:
-            raise _Invalid(f"book: {name} {e}") from None
-        if pu <= 0:
-            raise _Invalid(f"book: {name} price must be positive, got {px!r}")
-        if qu < 0:
-            raise _Invalid(f"book: {name} quantity must not be negative, got {qty!r}")
-        out.append((pu, px, qu, qty))
+    append = out.append
+    try:
+        for lv in raw:
+            if type(lv) is not list or len(lv) < 2:
+                raise _Invalid(f"book: {name} level must be [price, quantity], got {lv!r:.40}")
+            px, qty = lv[0], lv[1]
+            pu = _parse(px)[0]
+            qu = _parse(qty)[0]
+            if pu <= 0:
+                raise _Invalid(f"book: {name} price must be positive, got {px!r}")
+            if qu < 0:
+                raise _Invalid(f"book: {name} quantity must not be negative, got {qty!r}")
+            append((pu, px, qu, qty))
+    except DecimalError as e:
+        raise _Invalid(f"book: {name} {e}") from None
     return out
 
 
@@ -171,8 +187,8 @@ def _trade(obj: dict[str, Any]) -> Trade:
         raise _Invalid("trade: missing field id" if tid is None else f"trade: bad id {tid!r:.40}")
     px, qty = _str(obj, "px", "trade"), _str(obj, "qty", "trade")
     try:
-        pu, pdp = parse(px)
-        qu, qdp = parse(qty)
+        pu, pdp = _parse(px)
+        qu, qdp = _parse(qty)
     except DecimalError as e:
         raise _Invalid(f"trade: {e}") from None
     if pu <= 0:

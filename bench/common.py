@@ -1,0 +1,45 @@
+"""Shared helpers of the benchmarks: timing, tables, the recorded data."""
+
+from __future__ import annotations
+
+import gzip
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
+
+
+def eth_events() -> list[dict[str, Any]]:
+    with gzip.open(ETH, "rb") as fh:
+        return [orjson.loads(x) for x in fh]
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """Best wall time of ``repeat`` runs (seconds): the least disturbed by the other core's load."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[f"{c:,.0f}" if isinstance(c, float) and c >= 100 else
+                         f"{c:.2f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    lines = [f"## {title}", f"({platform.python_implementation()} {platform.python_version()}, "
+             f"{platform.machine()}, measured {when})",
+             "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |"
+              for r in cells[1:]]
+    return "\n".join(lines)
