@@ -99,7 +99,8 @@ class Heartbeat:
     """Writes one process's heartbeat; :meth:`beat` once, or :meth:`start` a daemon thread."""
 
     def __init__(self, redis_url: str, flow: str, *, interval_s: float = DEFAULT_INTERVAL_S,
-                 ttl_s: int = DEFAULT_TTL_S, position: Callable[[], Mapping[str, Any]] | None = None,
+                 ttl_s: int = DEFAULT_TTL_S,
+                 position: Callable[[], Mapping[str, Any]] | None = None,
                  host: str | None = None, pid: int | None = None) -> None:
         if interval_s <= 0 or ttl_s < 1:
             raise ValueError("interval_s must be positive and ttl_s at least 1")

@@ -141,6 +141,14 @@ class Handler:
         self._raw = raw
         return [self._dead(f"{self.exchange} takes no REST snapshots")]
 
+    def on_connect(self) -> None:
+        """A (re)connection is about to subscribe: every known book waits for a new snapshot.
+
+        Frames lost while disconnected cannot be rewound, so no book is trusted across
+        connections. Not counted as a resync (the transport counts reconnections).
+        """
+        self._unsynced.update(self.books)
+
     def resync_needed(self) -> list[str]:
         """Symbols whose book is out of sync (never synced, gap, checksum, crossed), sorted.
 

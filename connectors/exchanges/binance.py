@@ -65,6 +65,12 @@ class BinanceHandler(Handler):
     def snapshot_request(self, symbol: str) -> str | None:
         return f"{self.snapshot_path}?symbol={symbol.replace('-', '').upper()}&limit=1000"
 
+    def on_connect(self) -> None:
+        """Binance's procedure starts over on every connection: buffer, then a REST snapshot."""
+        for sym, st in self._sync.items():
+            st.synced, st.fresh, st.buffer = False, False, []
+            self._unsynced.add(sym)
+
     def on_snapshot(self, symbol: str, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
         """Apply a REST ``/depth`` answer; ``symbol`` may be ``""`` when only one is followed."""
         self._raw = raw

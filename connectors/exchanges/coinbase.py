@@ -30,14 +30,26 @@ class CoinbaseHandler(Handler):
 
     exchange = "coinbase"
 
-    def __init__(self) -> None:
+    def __init__(self, api: str = "exchange") -> None:
         super().__init__()
+        if api not in ("exchange", "advanced"):
+            raise ValueError(f"api must be 'exchange' or 'advanced', not {api!r}")
+        self.api = api  # which subscription a live connection sends; frames decode either way
         self._seq: dict[str, int] = {}
         self._conn_seq: int | None = None  # Advanced Trade sequence_num
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
+        if self.api == "advanced":  # one channel per message; heartbeats keep quiet feeds alive
+            return [orjson.dumps({"type": "subscribe", "product_ids": symbols,
+                                  "channel": ch}).decode()
+                    for ch in ("level2", "market_trades", "heartbeats")]
         return [orjson.dumps({"type": "subscribe", "product_ids": symbols,
                               "channels": ["level2", "matches"]}).decode()]
+
+    def on_connect(self) -> None:
+        """``sequence_num`` starts over with each connection."""
+        super().on_connect()
+        self._conn_seq = None
 
     def _next(self, sym: str) -> int:
         n = self._seq.get(sym, 0) + 1

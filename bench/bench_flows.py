@@ -1,0 +1,312 @@
+"""The flows end to end, Kafka → Bytewax → Redis, with baselines measured in the same run.
+
+    .venv/bin/marketdata stack up && .venv/bin/python -m bench.bench_flows [--quick]
+
+1. Throughput, one process, `python -m bytewax.run dataflows.X:flow` with MD_STOP_AT_END=1 over a
+   fresh topic: wall time of the run minus that of the same command over an empty topic (start-up
+   and shutdown), so the number is the sustained rate.
+2. Latency at a fixed offered load (10,000 events/s): produce-time to Redis-visibility (pub/sub
+   delivery of the record), p50/p99, with the throttle off so every event yields a record.
+3. One vs two processes (`-i/-a`) for the order book flow: the scaling ratio on this machine.
+4. Baselines, in-process (bytewax.testing.run_main, no Kafka or Redis for either side): candles the
+   way Bytewax's docs write them (`TumblingWindower` + `fold_window`, one per interval) and the
+   ticker as `SlidingWindower(24h, 1m)` + `fold_window` (on a shorter input), against our flows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import redis
+
+from bench.common import ROOT, eth_events, table
+from connectors.kafka import ensure_topics, produce_lines
+from dataflows.config import CommonConfig, from_env
+
+PY = sys.executable
+
+
+def relabel(events: list[dict[str, Any]], n_symbols: int, kind: str, ex: str) -> list[bytes]:
+    evs = [e for e in events if e["type"] == kind]
+    out = []
+    for e in evs:
+        for i in range(n_symbols):
+            out.append(orjson.dumps({**e, "ex": ex, "sym": f"S{i:03d}-USDT"}))
+    return out
+
+
+def _env(prefix: str, cfg: CommonConfig, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"MD_KAFKA_BOOTSTRAP": cfg.kafka_bootstrap, "MD_REDIS_URL": cfg.redis_url,
+                "MD_TOPIC_PREFIX": prefix, "MD_START": "earliest", "MD_GROUP_ID": "b" + prefix,
+                "MD_LOG_LEVEL": "WARNING"})
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_flow(flow: str, env: dict[str, str], processes: int = 1) -> float:
+    addrs = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
+    cmd = [PY, "-m", "bytewax.run", f"dataflows.{flow}:flow"]
+    t = time.perf_counter()
+    procs = [subprocess.Popen(cmd + (["-i", str(i), "-a", addrs] if processes > 1 else []),
+                              cwd=ROOT, env=env) for i in range(processes)]
+    for p in procs:
+        if p.wait(timeout=900) != 0:
+            raise SystemExit(f"{flow} failed")
+    return time.perf_counter() - t
+
+
+def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], units: int,
+               processes: int = 1, **extra: str) -> tuple[float, float]:
+    """(items/s, units/s) sustained: the run minus an empty run of the same command."""
+    prefix = f"b{uuid.uuid4().hex[:6]}."
+    empty = f"e{uuid.uuid4().hex[:6]}."
+    for p in (prefix, empty):
+        ensure_topics(cfg.kafka_bootstrap, [p + t for t in ("book", "trades", "deadletter")], 4)
+    produce_lines(cfg.kafka_bootstrap, prefix + topic, lines)
+    base = run_flow(flow, _env(empty, cfg, MD_STOP_AT_END="1", **extra), processes)
+    took = run_flow(flow, _env(prefix, cfg, MD_STOP_AT_END="1", **extra), processes)
+    net = max(took - base, 1e-3)
+    return len(lines) / net, units / net
+
+
+def latency(cfg: CommonConfig, flow: str, rate: int, seconds: float) -> tuple[float, float, int]:
+    """p50/p99 ms from produce to Redis pub/sub delivery at ``rate`` events/s, one symbol a 1/10."""
+    from confluent_kafka import Producer
+
+    prefix = f"l{uuid.uuid4().hex[:6]}."
+    ex = f"lat{uuid.uuid4().hex[:4]}"
+    ensure_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades", "deadletter")], 4)
+    env = _env(prefix, cfg, MD_EMIT_INTERVAL_MS="0", MD_INTERVALS="1m")
+    proc = subprocess.Popen([PY, "-m", "bytewax.run", f"dataflows.{flow}:flow"], cwd=ROOT,
+                            env=env)
+    r = redis.Redis.from_url(cfg.redis_url)
+    ps = r.pubsub()
+    ps.psubscribe(f"md:*:{ex}:*")
+    sent: dict[tuple[str, int], float] = {}
+    got: list[float] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            m = ps.get_message(timeout=0.1)
+            if not m or m["type"] != "pmessage":
+                continue
+            now = time.time()
+            rec = orjson.loads(m["data"])
+            k = (rec["sym"], rec["seq"] if flow == "orderbook" else rec["n"])
+            if k in sent:
+                got.append((now - sent.pop(k)) * 1000)
+
+    th = threading.Thread(target=listen, daemon=True)
+    th.start()
+    prod = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": 1,
+                     "enable.idempotence": True})
+    # warm-up: wait until the flow answers
+    syms = [f"L{i}-USDT" for i in range(10)]
+    seq = dict.fromkeys(syms, 0)
+    n_in_minute = dict.fromkeys(syms, 0)
+    total = int(rate * seconds)
+    t0 = time.time()
+    minute = int(t0 * 1000) // 60000
+    for i in range(total):
+        sym = syms[i % len(syms)]
+        now_ms = int(time.time() * 1000)
+        if flow == "orderbook":
+            seq[sym] += 1
+            s = seq[sym]
+            ev = {"type": "book", "ex": ex, "sym": sym, "ts": now_ms, "rts": now_ms,
+                  "action": "snapshot" if s == 1 else "update", "seq": s,
+                  "bids": [[f"100.{s % 100:02d}", "1.5"]], "asks": [["200", "1"]]}
+            if s > 1:
+                ev["prev_seq"] = s - 1
+            key = (sym, s)
+        else:
+            if now_ms // 60000 != minute:
+                minute = now_ms // 60000
+                for k in n_in_minute:
+                    n_in_minute[k] = 0
+            n_in_minute[sym] += 1
+            ev = {"type": "trade", "ex": ex, "sym": sym, "ts": now_ms, "rts": now_ms,
+                  "id": str(i), "px": "100.5", "qty": "0.25", "side": "buy"}
+            key = (sym, n_in_minute[sym])
+        sent[key] = time.time()
+        prod.produce(prefix + ("book" if flow == "orderbook" else "trades"),
+                     orjson.dumps(ev), f"{ex}:{sym}")
+        prod.poll(0)
+        ahead = (i + 1) / rate - (time.time() - t0)
+        if ahead > 0.002:
+            time.sleep(ahead)  # pacing the offered load, not synchronisation
+    prod.flush()
+    deadline = time.time() + 10
+    while time.time() < deadline and len(got) < total * 0.99:
+        time.sleep(0.05)
+    stop.set()
+    th.join()
+    proc.kill()
+    proc.wait()
+    # the first second is warm-up (imports, partition assignment): drop it
+    got = got[rate:] if len(got) > 2 * rate else got
+    got.sort()
+    if not got:
+        return float("nan"), float("nan"), 0
+    return got[len(got) // 2], got[int(len(got) * 0.99)], len(got)
+
+
+# -- in-process baselines ----------------------------------------------------------------------
+def _candle_fold(acc: Any, t: dict[str, Any]) -> Any:
+    px, qty = Decimal(t["px"]), Decimal(t["qty"])
+    if acc is None:
+        return [px, px, px, px, qty, px * qty, 1]
+    acc[1] = max(acc[1], px)
+    acc[2] = min(acc[2], px)
+    acc[3] = px
+    acc[4] += qty
+    acc[5] += px * qty
+    acc[6] += 1
+    return acc
+
+
+def _merge(a: Any, b: Any) -> Any:
+    return a if b is None else b
+
+
+def baseline_candles(lines: list[bytes]) -> float:
+    import bytewax.operators as op
+    import bytewax.operators.windowing as win
+    from bytewax.connectors.stdio import StdOutSink  # noqa: F401 - docs style import
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    def ts(t: dict[str, Any]) -> datetime:
+        return datetime.fromtimestamp(t["ts"] / 1000, tz=UTC)
+
+    flow = Dataflow("baseline_candles")
+    s = op.input("in", flow, TestingSource(lines, batch_size=1000))
+    trades = op.key_on("key", op.map("decode", s, orjson.loads),
+                       lambda t: f"{t['ex']}:{t['sym']}")
+    clock = win.EventClock(ts, wait_for_system_duration=timedelta(seconds=2),
+                           to_system_utc=lambda dt: None)
+    align = datetime(2024, 1, 1, tzinfo=UTC)
+    out: list[Any] = []
+    for iv in (1, 5, 15, 60, 240, 1440):
+        w = win.fold_window(f"c{iv}", trades, clock,
+                            win.TumblingWindower(timedelta(minutes=iv), align),
+                            lambda: None, _candle_fold, _merge)
+        op.output(f"o{iv}", w.down, TestingSink(out))
+    t = time.perf_counter()
+    run_main(flow)
+    return len(lines) / (time.perf_counter() - t)
+
+
+def baseline_ticker(lines: list[bytes]) -> float:
+    import bytewax.operators as op
+    import bytewax.operators.windowing as win
+    from bytewax.dataflow import Dataflow
+    from bytewax.testing import TestingSink, TestingSource, run_main
+
+    def ts(t: dict[str, Any]) -> datetime:
+        return datetime.fromtimestamp(t["ts"] / 1000, tz=UTC)
+
+    flow = Dataflow("baseline_ticker")
+    s = op.input("in", flow, TestingSource(lines, batch_size=1000))
+    trades = op.key_on("key", op.map("decode", s, orjson.loads),
+                       lambda t: f"{t['ex']}:{t['sym']}")
+    clock = win.EventClock(ts, wait_for_system_duration=timedelta(seconds=0),
+                           to_system_utc=lambda dt: None)
+    w = win.fold_window("t", trades, clock,
+                        win.SlidingWindower(timedelta(hours=24), timedelta(minutes=1),
+                                            datetime(2024, 1, 1, tzinfo=UTC)),
+                        lambda: None, _candle_fold, _merge)
+    out: list[Any] = []
+    op.output("o", w.down, TestingSink(out))
+    t = time.perf_counter()
+    run_main(flow)
+    return len(lines) / (time.perf_counter() - t)
+
+
+def ours_inprocess(flow_name: str, lines: list[bytes]) -> float:
+    from bytewax.testing import TestingSource, run_main
+
+    from connectors.files import DiscardSink
+    from dataflows import candles, ticker
+    from dataflows.common import build_flow
+    from dataflows.config import CandleConfig, TickerConfig
+    from operators.events import Trade
+
+    msgs = [(orjson.loads(x)["ex"].encode() + b":" + orjson.loads(x)["sym"].encode(), x, 0)
+            for x in lines]
+    make = (candles.state_factory(CandleConfig()) if flow_name == "candles"
+            else ticker.state_factory(TickerConfig()))
+    flow = build_flow(flow_name, TestingSource(msgs, batch_size=1000), Trade, make,
+                      DiscardSink(), DiscardSink(), live=False)
+    t = time.perf_counter()
+    run_main(flow)
+    return len(lines) / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    args = ap.parse_args()
+    cfg = from_env(CommonConfig)
+    events = eth_events()
+    n_book = 4 if args.quick else 20
+    n_trade = 10 if args.quick else 50
+    book_lines = relabel(events, n_book, "book", f"bb{uuid.uuid4().hex[:4]}")
+    changes = sum(len(e.get("bids", [])) + len(e.get("asks", [])) for e in events
+                  if e["type"] == "book") * n_book
+    trade_lines = relabel(events, n_trade, "trade", f"bt{uuid.uuid4().hex[:4]}")
+
+    rows = []
+    ev_s, lv_s = throughput(cfg, "orderbook", "book", book_lines, changes)
+    rows.append(["orderbook, 1 process", f"{len(book_lines):,} book events", ev_s,
+                 f"{lv_s:,.0f} level changes/s"])
+    ev2, lv2 = throughput(cfg, "orderbook", "book", book_lines, changes, processes=2)
+    rows.append(["orderbook, 2 processes", f"{len(book_lines):,} book events", ev2,
+                 f"{lv2:,.0f} level changes/s ({ev2 / ev_s:.2f}x one process)"])
+    for flow in ("candles", "ticker"):
+        tr, _ = throughput(cfg, flow, "trades", trade_lines, 0)
+        rows.append([f"{flow}, 1 process", f"{len(trade_lines):,} trades", tr, ""])
+    print(table("Kafka -> flow -> Redis, sustained (run minus an empty run)",
+                ["flow", "input", "events/s", "notes"], rows))
+
+    rows = []
+    for flow in ("orderbook", "candles"):
+        p50, p99, n = latency(cfg, flow, 10_000, 3 if args.quick else 8)
+        rows.append([flow, "10,000 events/s", f"{p50:.1f}", f"{p99:.1f}", n])
+    print(table("Latency: produce -> Redis pub/sub, throttle off",
+                ["flow", "offered load", "p50 ms", "p99 ms", "records measured"], rows))
+
+    rows = []
+    short = trade_lines[: len(trade_lines) // (10 if args.quick else 25)]
+    ours_c, base_c = ours_inprocess("candles", trade_lines), baseline_candles(trade_lines)
+    rows.append(["candles, 6 intervals", f"{len(trade_lines):,}", ours_c, base_c,
+                 f"{ours_c / base_c:.1f}x"])
+    ours_t, base_t = ours_inprocess("ticker", trade_lines), baseline_ticker(short)
+    rows.append(["ticker 24h (baseline on the first " f"{len(short):,})", f"{len(trade_lines):,}",
+                 ours_t, base_t, f"{ours_t / base_t:.0f}x"])
+    print(table("In-process (run_main, no Kafka/Redis): ours vs Bytewax windowing, trades/s",
+                ["computation", "trades", "ours", "bytewax windows", "ratio"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
