@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(sub)
     pc = sub.add_parser("config", help="print the effective configuration of every flow")
     pc.set_defaults(func=cmd_config)
-    for module in ("marketdata.stack", "connectors.exchanges.normalize", "marketdata.demo"):
+    for module in ("marketdata.stack", "connectors.exchanges.normalize", "marketdata.demo",
+                   "api.cli", "recovery.cli", "marketdata.doctor", "dataflows.ingest",
+                   "connectors.simulator.cli"):
         try:
             mod = __import__(module, fromlist=["register"])
         except ImportError:  # pragma: no cover - a part not built yet

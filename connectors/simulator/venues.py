@@ -1,0 +1,473 @@
+"""Each exchange's wire format, rendered from the simulator's own (true) books.
+
+A :class:`Venue` is one simulated exchange: a true :class:`operators.orderbook.Book` per symbol
+with the venue's own sequence numbers, and the code that turns book changes and trades into the
+exact frames (and REST answers) that exchange sends, so that the feed handlers of
+:mod:`connectors.exchanges` connect to it as to the real thing. Every change is an absolute L2
+update (``[[px, qty], ...]``, quantity ``0`` removes a level), applied to the true book first and
+then rendered; checksums (Kraken, OKX) are computed from the true book after the change.
+
+Sequences: one counter per symbol, +1 per book change (Binance ``U``/``u``/``pu``, Bybit ``u``,
+OKX ``seqId``/``prevSeqId``). Coinbase Advanced Trade numbers every message of a connection
+(``sequence_num``): frames are rendered without it and stamped per connection (:meth:`stamp`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from connectors.exchanges.base import to_symbol
+from connectors.exchanges.kraken import kraken_checksum, kraken_symbol
+from connectors.exchanges.okx import okx_checksum
+from operators.events import BookEvent, decode_obj
+from operators.orderbook import Book
+
+__all__ = ["VENUES", "Out", "Venue", "make_venue"]
+
+Levels = list[list[str]]
+
+
+@dataclass(slots=True)
+class Out:
+    """One frame for the subscribers of ``sym``: ``kind`` is ``book``, ``trade`` or ``ctl``."""
+
+    kind: str
+    sym: str
+    text: str
+
+
+def _dumps(obj: Any) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def _iso(ms: int) -> str:
+    """``2024-08-08T23:54:13.123000Z`` from ms since the epoch (exact, no float)."""
+    import time as _t
+
+    secs, frac = divmod(ms, 1000)
+    return _t.strftime("%Y-%m-%dT%H:%M:%S", _t.gmtime(secs)) + f".{frac:03d}000Z"
+
+
+def _sec(ms: int) -> str:
+    """Kraken's decimal seconds, ``1534614057.321000``."""
+    return f"{ms // 1000}.{ms % 1000:03d}000"
+
+
+class Venue:
+    """One simulated exchange: true books, sequences, and the wire format (subclasses)."""
+
+    exchange = ""
+    has_checksum = False
+    in_band = True  # books come on the socket; False: REST snapshot (Binance)
+
+    def __init__(self, symbols: list[str]) -> None:
+        self.symbols = list(symbols)
+        self.books: dict[str, Book] = {s: Book() for s in symbols}
+        self.seq: dict[str, int] = dict.fromkeys(symbols, 1000)
+        self.trade_id = 0
+        for s in symbols:  # an empty, synced book so that the first change applies
+            self.books[s].apply(self._event(s, 0, "snapshot", [], []))
+
+    # -- truth ---------------------------------------------------------------------------------
+    def _event(self, sym: str, ts: int, action: str, bids: Levels, asks: Levels) -> BookEvent:
+        ev = decode_obj({"type": "book", "ex": self.exchange or "sim", "sym": sym, "ts": ts,
+                         "rts": ts, "action": action, "seq": self.seq[sym], "bids": bids,
+                         "asks": asks})
+        if not isinstance(ev, BookEvent):
+            raise ValueError(f"invalid simulated book change: {ev.reason}")
+        return ev
+
+    def apply(self, sym: str, ts: int, bids: Levels, asks: Levels) -> tuple[int, int]:
+        """Apply a change to the true book; returns ``(prev_seq, seq)``."""
+        prev = self.seq[sym]
+        self.seq[sym] = prev + 1
+        self.books[sym].apply(self._event(sym, ts, "update", bids, asks))
+        return prev, prev + 1
+
+    def truth(self, sym: str) -> dict[str, Any]:
+        """The true book of ``sym``: every level, best first, and its sequence."""
+        b = self.books[sym]
+        return {"seq": self.seq[sym], "bids": b.top(1 << 30, "bids"),
+                "asks": b.top(1 << 30, "asks")}
+
+    def next_trade_id(self) -> int:
+        self.trade_id += 1
+        return self.trade_id
+
+    # -- wire (subclasses) ---------------------------------------------------------------------
+    def native(self, sym: str) -> str:
+        return sym.replace("-", "")
+
+    def canonical(self, native: str) -> str:
+        return to_symbol(native)
+
+    def welcome(self) -> list[str]:
+        """Frames sent on connect, before any subscription."""
+        return []
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        """A client message -> (symbols it subscribes to, answer frames)."""
+        raise NotImplementedError
+
+    def snapshot(self, sym: str, ts: int) -> list[Out]:
+        """In-band snapshot frames sent right after a subscription."""
+        return []
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        raise NotImplementedError
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        raise NotImplementedError
+
+    def rest(self, path: str, query: dict[str, str], ts: int) -> dict[str, Any] | None:
+        """A REST answer, or ``None`` for an unknown path."""
+        return None
+
+    def heartbeat(self) -> str | None:
+        """A frame sent when the connection has been quiet for a second (if the venue has one)."""
+        return None
+
+    def stamp(self, text: str, n: int) -> str:
+        """Per-connection numbering of a frame (Coinbase Advanced Trade ``sequence_num``)."""
+        return text
+
+    def bad_checksum(self, text: str) -> str | None:
+        """``text`` with a wrong checksum, or ``None`` when the frame has none."""
+        return None
+
+
+# -- Binance -------------------------------------------------------------------------------------
+class BinanceVenue(Venue):
+    """Combined-stream envelopes, ``depthUpdate`` diffs and the REST ``/api/v3/depth`` snapshot."""
+
+    exchange = "binance"
+    in_band = False
+    futures = False
+    depth_path = "/api/v3/depth"
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(symbols)
+        self.streams: dict[str, str] = {s: f"{self.native(s).lower()}@depth@100ms"
+                                        for s in symbols}
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        if msg.get("method") != "SUBSCRIBE":
+            return [], [_dumps({"result": None, "id": msg.get("id")})]
+        syms = []
+        for p in msg["params"]:
+            native, _, stream = p.partition("@")
+            sym = self.canonical(native)
+            if stream.startswith("depth"):
+                self.streams[sym] = p
+            if sym not in syms:
+                syms.append(sym)
+        return syms, [_dumps({"result": None, "id": msg.get("id")})]
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        data: dict[str, Any] = {"e": "depthUpdate", "E": ts}
+        if self.futures:
+            data["T"] = ts
+        data.update({"s": self.native(sym), "U": prev + 1, "u": seq})
+        if self.futures:
+            data["pu"] = prev
+        data["b"], data["a"] = bids, asks
+        return [Out("book", sym, _dumps({"stream": self.streams[sym], "data": data}))]
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        n = self.native(sym)
+        data = {"e": "trade", "E": ts, "T": ts, "s": n, "t": tid, "p": px, "q": qty,
+                "m": side == "sell", "M": True}
+        return [Out("trade", sym, _dumps({"stream": f"{n.lower()}@trade", "data": data}))]
+
+    def rest(self, path: str, query: dict[str, str], ts: int) -> dict[str, Any] | None:
+        if path != self.depth_path or "symbol" not in query:
+            return None
+        sym = self.canonical(query["symbol"])
+        if sym not in self.books:
+            return {"code": -1121, "msg": "Invalid symbol."}
+        t = self.truth(sym)
+        out: dict[str, Any] = {"lastUpdateId": t["seq"]}
+        if self.futures:
+            out.update({"E": ts, "T": ts})
+        out["bids"], out["asks"] = t["bids"], t["asks"]
+        return out
+
+
+class BinanceFuturesVenue(BinanceVenue):
+    """USD-M futures: ``pu`` chaining and ``/fapi/v1/depth``."""
+
+    exchange = "binance_futures"
+    futures = True
+    depth_path = "/fapi/v1/depth"
+
+
+# -- Bybit ---------------------------------------------------------------------------------------
+class BybitVenue(Venue):
+    """v5 public ``orderbook.{depth}.{sym}`` snapshot/delta and ``publicTrade``."""
+
+    exchange = "bybit"
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(symbols)
+        self.depth = 500
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        op = msg.get("op")
+        if op == "ping":
+            return [], [_dumps({"success": True, "ret_msg": "pong", "conn_id": "sim",
+                                "op": "ping"})]
+        syms: list[str] = []
+        if op == "subscribe":
+            for arg in msg["args"]:
+                parts = arg.split(".")
+                if parts[0] == "orderbook":
+                    self.depth = int(parts[1])
+                sym = self.canonical(parts[-1])
+                if sym not in syms:
+                    syms.append(sym)
+        return syms, [_dumps({"success": True, "ret_msg": "", "conn_id": "sim", "op": op})]
+
+    def _book(self, sym: str, ts: int, kind: str, seq: int, bids: Levels,
+              asks: Levels) -> Out:
+        n = self.native(sym)
+        return Out("book", sym, _dumps({
+            "topic": f"orderbook.{self.depth}.{n}", "type": kind, "ts": ts,
+            "data": {"s": n, "b": bids, "a": asks, "u": seq, "seq": seq}, "cts": ts}))
+
+    def snapshot(self, sym: str, ts: int) -> list[Out]:
+        t = self.truth(sym)
+        return [self._book(sym, ts, "snapshot", t["seq"], t["bids"], t["asks"])]
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        return [self._book(sym, ts, "delta", seq, bids, asks)]
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        n = self.native(sym)
+        t = {"T": ts, "s": n, "S": side.capitalize(), "v": qty, "p": px, "L": "PlusTick",
+             "i": str(tid), "BT": False}
+        return [Out("trade", sym, _dumps({"topic": f"publicTrade.{n}", "type": "snapshot",
+                                          "ts": ts, "data": [t]}))]
+
+
+# -- Coinbase Advanced Trade ---------------------------------------------------------------------
+class CoinbaseVenue(Venue):
+    """Advanced Trade ``level2`` (``l2_data``), ``market_trades``, ``heartbeats``.
+
+    Only Advanced Trade is simulated: it numbers its messages (``sequence_num``), so a lost frame
+    is detectable; the Exchange ``level2`` feed has no sequence at all.
+    """
+
+    exchange = "coinbase"
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(symbols)
+        self.beats = 0
+
+    def native(self, sym: str) -> str:
+        return sym
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        if msg.get("type") != "subscribe" or "channel" not in msg:
+            return [], [_dumps({"type": "error",
+                                "message": "simulator speaks Advanced Trade only"})]
+        syms = [self.canonical(p) for p in msg.get("product_ids", [])]
+        ack = {"channel": "subscriptions", "client_id": "", "timestamp": "",
+               "events": [{"subscriptions": {msg["channel"]: msg.get("product_ids", [])}}]}
+        return (syms if msg["channel"] == "level2" else []), [_dumps(ack)]
+
+    def _l2(self, sym: str, ts: int, kind: str, bids: Levels, asks: Levels) -> Out:
+        iso = _iso(ts)
+        ups = [{"side": "bid", "event_time": iso, "price_level": p, "new_quantity": q}
+               for p, q in bids]
+        ups += [{"side": "offer", "event_time": iso, "price_level": p, "new_quantity": q}
+                for p, q in asks]
+        return Out("book", sym, _dumps({
+            "channel": "l2_data", "client_id": "", "timestamp": iso,
+            "events": [{"type": kind, "product_id": sym, "updates": ups}]}))
+
+    def snapshot(self, sym: str, ts: int) -> list[Out]:
+        t = self.truth(sym)
+        return [self._l2(sym, ts, "snapshot", t["bids"], t["asks"])]
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        return [self._l2(sym, ts, "update", bids, asks)]
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        iso = _iso(ts)
+        t = {"trade_id": str(tid), "product_id": sym, "price": px, "size": qty,
+             "side": side.upper(), "time": iso}
+        return [Out("trade", sym, _dumps({"channel": "market_trades", "client_id": "",
+                                          "timestamp": iso,
+                                          "events": [{"type": "update", "trades": [t]}]}))]
+
+    def heartbeat(self) -> str:
+        self.beats += 1
+        return _dumps({"channel": "heartbeats", "client_id": "", "timestamp": "",
+                       "events": [{"current_time": "", "heartbeat_counter": self.beats}]})
+
+    def stamp(self, text: str, n: int) -> str:
+        return f'{{"sequence_num":{n},{text[1:]}'
+
+
+# -- Kraken v1 -----------------------------------------------------------------------------------
+_KRAKEN_C = re.compile(r'"c":"(\d+)"')
+_OKX_C = re.compile(r'"checksum":(-?\d+)')
+
+
+class KrakenVenue(Venue):
+    """WebSocket v1 ``book-{depth}`` (snapshot ``as``/``bs``, updates with CRC32 ``c``), ``trade``.
+
+    The true book must stay within the subscribed depth (Kraken re-publishes levels that come
+    into range; the simulator's sources keep books shallower than any depth a client asks for).
+    """
+
+    exchange = "kraken"
+    has_checksum = True
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(symbols)
+        self.depth = 1000
+        self.chan = {s: i + 100 for i, s in enumerate(symbols)}
+
+    def native(self, sym: str) -> str:
+        return sym.replace("-", "/").replace("BTC", "XBT")
+
+    def canonical(self, native: str) -> str:
+        return kraken_symbol(native)
+
+    def welcome(self) -> list[str]:
+        return [_dumps({"connectionID": 1, "event": "systemStatus", "status": "online",
+                        "version": "1.9.0"})]
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        ev = msg.get("event")
+        if ev == "ping":
+            return [], [_dumps({"event": "pong", "reqid": msg.get("reqid")})]
+        if ev != "subscribe":
+            return [], []
+        sub = msg["subscription"]
+        name = sub["name"]
+        if name == "book":
+            self.depth = int(sub.get("depth", 10))
+        chan_name = f"book-{self.depth}" if name == "book" else name
+        syms, acks = [], []
+        for pair in msg["pair"]:
+            sym = self.canonical(pair)
+            acks.append(_dumps({"channelID": self.chan.get(sym, 0), "channelName": chan_name,
+                                "event": "subscriptionStatus", "pair": pair,
+                                "status": "subscribed", "subscription": sub}))
+            if name == "book":
+                syms.append(sym)
+        return syms, acks
+
+    def snapshot(self, sym: str, ts: int) -> list[Out]:
+        t, s = self.truth(sym), _sec(ts)
+        body = {"as": [[p, q, s] for p, q in t["asks"]], "bs": [[p, q, s] for p, q in t["bids"]]}
+        return [Out("book", sym, _dumps([self.chan[sym], body, f"book-{self.depth}",
+                                         self.native(sym)]))]
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        b = self.books[sym]
+        c = str(kraken_checksum(b.top(10, "asks"), b.top(10, "bids")))
+        s = _sec(ts)
+        parts: list[dict[str, Any]] = []
+        if asks:
+            parts.append({"a": [[p, q, s] for p, q in asks]})
+        if bids:
+            parts.append({"b": [[p, q, s] for p, q in bids]})
+        parts[-1]["c"] = c
+        return [Out("book", sym, _dumps([self.chan[sym], *parts, f"book-{self.depth}",
+                                         self.native(sym)]))]
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        t = [px, qty, _sec(ts), "b" if side == "buy" else "s", "l", ""]
+        return [Out("trade", sym, _dumps([self.chan[sym] + 1000, [t], "trade",
+                                          self.native(sym)]))]
+
+    def heartbeat(self) -> str:
+        return '{"event":"heartbeat"}'
+
+    def bad_checksum(self, text: str) -> str | None:
+        m = _KRAKEN_C.search(text)
+        if m is None:
+            return None
+        wrong = (int(m.group(1)) + 1) % (1 << 32)
+        return f'{text[:m.start()]}"c":"{wrong}"{text[m.end():]}'
+
+
+# -- OKX -----------------------------------------------------------------------------------------
+class OkxVenue(Venue):
+    """v5 public ``books`` (snapshot/update with ``seqId``, ``prevSeqId``, checksum), ``trades``."""
+
+    exchange = "okx"
+    has_checksum = True
+
+    def native(self, sym: str) -> str:
+        return sym
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        if msg.get("op") != "subscribe":
+            return [], []
+        syms: list[str] = []
+        acks = []
+        for arg in msg["args"]:
+            acks.append(_dumps({"event": "subscribe", "arg": arg, "connId": "sim"}))
+            if arg["channel"].startswith("books"):
+                syms.append(self.canonical(arg["instId"]))
+        return syms, acks
+
+    def _book(self, sym: str, ts: int, action: str, prev: int, seq: int, bids: Levels,
+              asks: Levels) -> Out:
+        b = self.books[sym]
+        c = okx_checksum(b.top(25, "bids"), b.top(25, "asks"))
+        data = {"asks": [[p, q, "0", "1"] for p, q in asks],
+                "bids": [[p, q, "0", "1"] for p, q in bids], "ts": str(ts), "checksum": c,
+                "seqId": seq, "prevSeqId": prev}
+        return Out("book", sym, _dumps({"arg": {"channel": "books", "instId": sym},
+                                        "action": action, "data": [data]}))
+
+    def snapshot(self, sym: str, ts: int) -> list[Out]:
+        t = self.truth(sym)
+        return [self._book(sym, ts, "snapshot", -1, t["seq"], t["bids"], t["asks"])]
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        return [self._book(sym, ts, "update", prev, seq, bids, asks)]
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        t = {"instId": sym, "tradeId": str(tid), "px": px, "sz": qty, "side": side,
+             "ts": str(ts)}
+        return [Out("trade", sym, _dumps({"arg": {"channel": "trades", "instId": sym},
+                                          "data": [t]}))]
+
+    def bad_checksum(self, text: str) -> str | None:
+        m = _OKX_C.search(text)
+        if m is None:
+            return None
+        return f'{text[:m.start()]}"checksum":{int(m.group(1)) ^ 1}{text[m.end():]}'
+
+
+VENUES: dict[str, type[Venue]] = {
+    "binance": BinanceVenue,
+    "binance_futures": BinanceFuturesVenue,
+    "bybit": BybitVenue,
+    "coinbase": CoinbaseVenue,
+    "kraken": KrakenVenue,
+    "okx": OkxVenue,
+}
+
+
+def make_venue(exchange: str, symbols: list[str]) -> Venue:
+    cls = VENUES.get(exchange)
+    if cls is None:
+        raise ValueError(f"no simulated venue {exchange!r}; one of {', '.join(sorted(VENUES))}")
+    return cls(symbols)
