@@ -113,6 +113,7 @@ function onBook(book) {
   $("book-status").className = `badge ${book.status}`;
   $("book-seq").textContent = book.seq === null ? "—" : String(book.seq);
   renderDepth(book);
+  tickAges();
 }
 
 // -- ticker ------------------------------------------------------------------------------------
