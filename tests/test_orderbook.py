@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,7 @@ def test_emission_is_throttled_and_never_misses_a_status_change(evs: list[dict])
             assert recs and recs[-1]["seq"] == state.book.seq, "snapshot/status change not emitted"
     # Records never go back in sequence, and two records of the same status are 100 ms apart
     # in event time unless a snapshot forced the second one.
-    for (_, a), (_, b) in zip(stamped, stamped[1:], strict=False):
+    for (_, a), (_, b) in pairwise(stamped):
         assert b["seq"] >= a["seq"]
 
 
