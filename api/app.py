@@ -238,10 +238,10 @@ async def _scan_catalog(client: aioredis.Redis) -> _Catalog:
 
 class _State:
     def __init__(self, client: aioredis.Redis, settings: ApiSettings,
-                 registry: CollectorRegistry) -> None:
+                 registry: CollectorRegistry, pubsub_client: aioredis.Redis) -> None:
         self.redis = client
         self.settings = settings
-        self.hub = Hub(client, registry, settings.stream)
+        self.hub = Hub(client, registry, settings.stream, pubsub_client)
         self._catalog: _Catalog | None = None
         self._lock = asyncio.Lock()
 
@@ -303,13 +303,16 @@ def create_app(redis_url: str, settings: ApiSettings | None = None) -> FastAPI:
     ProcessCollector(registry=registry)
     client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5,
                                      health_check_interval=30)
-    state = _State(client, settings, registry)
+    pubsub_client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2,
+                                            health_check_interval=30)
+    state = _State(client, settings, registry, pubsub_client)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         await state.hub.close()
         await client.aclose()
+        await pubsub_client.aclose()
 
     app = FastAPI(
         title="marketdata API",

@@ -172,12 +172,17 @@ class Hub:
     """The process's single pub/sub reader and its fan-out to client queues."""
 
     def __init__(self, client: aioredis.Redis, registry: CollectorRegistry,
-                 settings: StreamSettings | None = None) -> None:
+                 settings: StreamSettings | None = None,
+                 pubsub_client: aioredis.Redis | None = None) -> None:
+        """``client`` reads snapshots; ``pubsub_client`` (default ``client``) must have no
+        socket read timeout shorter than the reader's one-second wait."""
         self.redis = client
+        self.pubsub_client = pubsub_client or client
         self.settings = settings or StreamSettings()
         self.metrics = _Metrics(registry)
         self._subs: dict[str, set[ClientQueue]] = {}  # redis channel -> clients
         self._kinds: dict[str, str] = {}
+        self.queues: set[ClientQueue] = set()  # connected clients (for status and tests)
         self._refs: dict[str, int] = {}  # sessions holding each channel (attached or about to)
         self._confirmed: dict[str, asyncio.Future[None]] = {}
         self._pubsub: Any = None
@@ -188,7 +193,7 @@ class Hub:
     async def _ensure_started(self) -> None:
         if self._task is not None and not self._task.done():
             return
-        self._pubsub = self.redis.pubsub()
+        self._pubsub = self.pubsub_client.pubsub()
         await self._pubsub.subscribe(self._control)  # gives the reader a connection to read
         self._task = asyncio.create_task(self._run(), name="md-api-pubsub")
 
@@ -205,7 +210,8 @@ class Hub:
         backoff = 0.1
         while True:
             try:
-                msg = await self._pubsub.get_message(timeout=None)
+                # A bounded wait, so redis-py's health check (PING) runs on a quiet connection.
+                msg = await self._pubsub.get_message(timeout=1.0)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
@@ -374,6 +380,7 @@ async def serve_client(hub: Hub, receive_text: Callable[[], Any], send_text: Cal
                 hub.metrics.sent.inc()
 
     hub.metrics.clients.inc()
+    hub.queues.add(q)
     tasks = [asyncio.create_task(reader()), asyncio.create_task(writer())]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -389,6 +396,7 @@ async def serve_client(hub: Hub, receive_text: Callable[[], Any], send_text: Cal
                 await t
         hub.metrics.conflated.inc(q.conflated)
         hub.metrics.clients.dec()
+        hub.queues.discard(q)
         await session.close()
 
 

@@ -23,8 +23,9 @@ from connectors.redis import _Writer
 __all__ = ["CANONICAL", "TEST_DB", "book_record", "db_url", "fill", "flow_records", "wipe"]
 
 TEST_DB = 9
-CANONICAL = Path(os.environ.get("MD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared"
-                                / "data")) / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
+DATA = Path(os.environ.get("MD_SHARED_DATA")
+            or Path(__file__).resolve().parents[2] / "shared" / "data")
+CANONICAL = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 
 
 def db_url(url: str, db: int = TEST_DB) -> str:

@@ -1,8 +1,9 @@
 """Flow records (and dead letters) to Kafka, keyed and versioned so consumers can deduplicate.
 
 Outputs are at-least-once (a resumed flow re-emits what followed its last snapshot): each message
-carries the key of the thing it describes and a ``version`` header that only grows for that key
-(book ``seq``; candle ``2·n + closed``; ticker ``closeTime``), so a consumer keeps the highest.
+is keyed by the thing it describes, and its record carries a version that only grows for that key
+(book ``seq`` then ``ts``; candle ``n`` then ``closed``; ticker ``closeTime`` then ``count``), so a
+consumer keeps the highest, exactly as the Redis sink does.
 """
 
 from __future__ import annotations

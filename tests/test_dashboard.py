@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 
 from api.app import create_app
 from api.server import serving
-from api.testing import book_record, db_url, fill, flow_records, wipe
+from api.testing import db_url, fill, flow_records, wipe
 from tests.util import wait_until
 
 pytestmark = pytest.mark.integration
