@@ -78,6 +78,19 @@ def published(name: str) -> dict[int, int]:
     return out
 
 
+def volumes_of(name: str) -> list[dict[str, str]]:
+    """Mounts as ``{type, source, target}`` (v2 prints the long syntax, v1 the short one)."""
+    out = []
+    for v in services()[name].get("volumes", []):
+        if isinstance(v, dict):
+            out.append({"type": v["type"], "source": str(v["source"]), "target": v["target"]})
+            continue
+        source, target = str(v).split(":")[:2]
+        kind = "bind" if source.startswith(("/", ".")) else "volume"
+        out.append({"type": kind, "source": source, "target": target})
+    return out
+
+
 def host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
@@ -112,7 +125,7 @@ def test_kafka_runs_in_kraft_mode() -> None:
     node = env["KAFKA_NODE_ID"]
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{node}@kafka:")
     assert env["CLUSTER_ID"] and not any(k.startswith("KAFKA_ZOOKEEPER") for k in env)
-    assert any(v["target"] == env["KAFKA_LOG_DIRS"] for v in services()["kafka"]["volumes"])
+    assert any(v["target"] == env["KAFKA_LOG_DIRS"] for v in volumes_of("kafka"))
 
 
 def test_redis_persists() -> None:
@@ -120,7 +133,7 @@ def test_redis_persists() -> None:
     cmd = redis_svc["command"]
     assert cmd[cmd.index("--appendonly") + 1] == "yes"
     assert "--save" in cmd and cmd[cmd.index("--save") + 1] != ""
-    assert any(v["target"] == "/data" and v["type"] == "volume" for v in redis_svc["volumes"])
+    assert any(v["target"] == "/data" and v["type"] == "volume" for v in volumes_of("redis"))
 
 
 # -- configuration agrees with dataflows/config.py -------------------------------------------------
@@ -140,8 +153,7 @@ def test_flow_config_parses_and_points_at_the_stack(flow: str) -> None:
     cfg = cfgmod.from_env(FLOW_CONFIGS[flow], env)  # raises SystemExit on a malformed value
     host, port = host_port(cfg.kafka_bootstrap)
     kafka = env_of("kafka")
-    advertised = {urlparse(u.split("://", 1)[1] and "x://" + u.split("://", 1)[1]).netloc
-                  for u in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
+    advertised = {u.split("://", 1)[1] for u in kafka["KAFKA_ADVERTISED_LISTENERS"].split(",")}
     assert f"{host}:{port}" in advertised, "flows must use an advertised listener"
     assert host == "kafka"
     redis_url = urlparse(cfg.redis_url)
@@ -192,10 +204,10 @@ def test_flow_services_run_their_dataflow(flow: str) -> None:
 def test_each_flow_has_its_own_recovery_volume(flow: str) -> None:
     svc = services()[flow]
     target = f"{env_of(flow)['MD_RECOVERY_DIR']}/{flow}"
-    mounts = [v for v in svc["volumes"] if v["target"] == target]
+    mounts = [v for v in volumes_of(flow) if v["target"] == target]
     assert len(mounts) == 1 and mounts[0]["type"] == "volume"
     assert mounts[0]["source"] in normalised()["volumes"]
-    others = {v["source"] for f in FLOW_CONFIGS if f != flow for v in services()[f]["volumes"]
+    others = {v["source"] for f in FLOW_CONFIGS if f != flow for v in volumes_of(f)
               if v["target"].startswith(env_of(f)["MD_RECOVERY_DIR"])}
     assert mounts[0]["source"] not in others
     cmd = svc["command"]
@@ -214,7 +226,7 @@ def test_prometheus_scrapes_every_process() -> None:
     assert f"api:{env_of('api')['MD_API_PORT']}" in targets
     hosts = {t.rpartition(":")[0] for t in targets} - {"localhost"}
     assert hosts <= set(services()), f"targets that are no service: {hosts - set(services())}"
-    mounted = [v for v in services()["prometheus"]["volumes"]
+    mounted = [v for v in volumes_of("prometheus")
                if v["target"] == "/etc/prometheus/prometheus.yml"]
     assert mounted and Path(mounted[0]["source"]) == DOCKER / "prometheus.yml"
 

@@ -108,7 +108,7 @@ def test_candle_and_ticker_flows_kafka_to_redis(feed, kafka_bootstrap, redis_url
     tickers = _final_by_key(_replay("ticker", events, tmp_path))
     client = redis.Redis.from_url(redis_url)
     env = flow_env(prefix, kafka_bootstrap, redis_url, MD_STOP_AT_END="1")
-    procs = start_flow("candles", env, log_dir=tmp_path)
+    procs = start_flow("candles", {**env, "MD_KAFKA_OUTPUT": "1"}, log_dir=tmp_path)
     procs += start_flow("ticker", env, processes=2, log_dir=tmp_path)
     try:
         for p in procs:
@@ -124,3 +124,32 @@ def test_candle_and_ticker_flows_kafka_to_redis(feed, kafka_bootstrap, redis_url
             for iv in ivs:
                 want = [r for k, r in sorted(candles.items()) if k[:3] == (e, s, iv)]
                 assert read_candles(client, e, s, iv) == want
+
+    # the candle flow also wrote its records to Kafka: keyed per candle, deduplicated by version
+    latest: dict[str, dict] = {}
+    for key, value in _read_topic(kafka_bootstrap, prefix + "candles"):
+        rec = json.loads(value)
+        assert key.decode() == f"{rec['ex']}:{rec['sym']}:{rec['iv']}:{rec['t']}"
+        old = latest.get(key.decode())
+        if old is None or (rec["n"], rec["closed"]) >= (old["n"], old["closed"]):
+            latest[key.decode()] = rec
+    assert sorted(latest.values(), key=lambda r: (r["ex"], r["sym"], r["iv"], r["t"])) == \
+        [r for _, r in sorted(candles.items())]
+
+
+def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader",
+                  "enable.partition.eof": True, "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out, eof = [], set()
+    while len(eof) < len(parts):
+        for m in c.consume(1000, timeout=1):
+            if m.error() is None:
+                out.append((m.key(), m.value()))
+            elif m.error().code() == -191:  # _PARTITION_EOF
+                eof.add(m.partition())
+    c.close()
+    return out

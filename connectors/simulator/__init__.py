@@ -102,7 +102,7 @@ class Simulator:
 
     # -- control -------------------------------------------------------------------------------
     def control(self, cmd: str, **query: Any) -> Any:
-        """A control command as over HTTP (``status``, ``pause``, ``fault``, ...); raises on error."""
+        """A control command as over HTTP (``status``, ``pause``, ``fault``...); raises on error."""
         q = {k: str(v) for k, v in query.items() if v is not None}
         status, body = self._call(self._server.control, cmd, q)
         if status != 200:

@@ -10,6 +10,7 @@ that point ``marketdata ingest`` at it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -82,9 +83,7 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.flush()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         done.wait()
-    except KeyboardInterrupt:
-        pass
     sim.stop()
     return 0

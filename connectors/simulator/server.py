@@ -109,7 +109,7 @@ class VenueRunner:
         self.done = True
 
     def emit(self, item: Item) -> None:
-        """Apply ``item`` to the truth and queue its frames (no await: atomic w.r.t. subscribers)."""
+        """Apply ``item`` to the truth, queue its frames; no await, so atomic for subscribers."""
         v, ts = self.venue, now_ms()
         targets = [c for c in self.conns if item.sym in c.subs]
         if item.kind == "book":
@@ -305,7 +305,7 @@ class SimServer:
         return resp
 
     def control(self, cmd: str, q: dict[str, str]) -> tuple[int, Any]:
-        """One control command (also called in-process by :class:`connectors.simulator.Simulator`)."""
+        """One control command (also called in-process by ``connectors.simulator.Simulator``)."""
         ex = q.get("ex")
         if ex is not None and ex not in self.runners:
             return 404, {"error": f"no venue {ex!r}"}

@@ -24,7 +24,7 @@ __all__ = ["Item", "Synthetic", "load_recording", "recording_items"]
 
 @dataclass(slots=True)
 class Item:
-    """One change (``kind`` ``book``) or trade (``trade``) for ``sym``, ``delay`` s after the last."""
+    """A book change or a trade (``kind``) for ``sym``, ``delay`` seconds after the last item."""
 
     kind: str
     sym: str
