@@ -72,6 +72,31 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCHES = {"book": "bench.bench_book", "aggregates": "bench.bench_aggregates",
+           "flows": "bench.bench_flows", "normalize": "bench.bench_normalize",
+           "ingest": "bench.bench_ingest", "api": "bench.bench_api",
+           "recovery": "bench.bench_recovery"}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    names = list(BENCHES) if args.name == "all" else [args.name]
+    rc = 0
+    for name in names:
+        module = BENCHES[name]
+        if importlib.util.find_spec(module) is None:
+            print(f"(no {module} here)", file=sys.stderr)
+            continue
+        print(f"==> {name}: python -m {module} {' '.join(args.args)}", file=sys.stderr,
+              flush=True)
+        rc |= subprocess.call([sys.executable, "-m", module, *args.args], cwd=root)
+    return rc
+
+
 def _add_replay(sub: Any) -> None:
     p = sub.add_parser(
         "replay", help="run a flow over a file of canonical events (deterministic)",
@@ -107,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_replay(sub)
+    pb = sub.add_parser("bench", help="run the benchmarks (bench/), printing tables",
+                        description="Run benchmarks; each prints its numbers beside a baseline "
+                        "measured in the same run. Needs `marketdata stack up` for flows/api.")
+    pb.add_argument("name", nargs="?", default="all", choices=["all", *BENCHES])
+    pb.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
+    pb.set_defaults(func=cmd_bench)
     pc = sub.add_parser("config", help="print the effective configuration of every flow")
     pc.set_defaults(func=cmd_config)
     for module in ("marketdata.stack", "connectors.exchanges.normalize", "marketdata.demo",

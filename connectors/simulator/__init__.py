@@ -9,8 +9,8 @@ its own true books, so a test can compare what the pipeline rebuilt with the tru
 >>> sim = start(["okx"], ["BTC-USDT"], rate=0, paused=True)
 >>> sim.url("okx").startswith("ws://127.0.0.1:"), sim.feeds()
 (True, ['okx:BTC-USDT'])
->>> len(sim.book("okx", "BTC-USDT")["bids"])
-10
+>>> sim.book("okx", "BTC-USDT"), sim.status("okx")["okx"]["paused"]
+({'seq': 1000, 'bids': [], 'asks': []}, True)
 >>> sim.stop()
 """
 

@@ -99,6 +99,8 @@ class VenueRunner:
                 if not self.running.is_set():
                     await self.running.wait()
                     next_at = loop.time()
+            elif not self.conns:  # full speed with nobody listening: idle, do not spin
+                await asyncio.sleep(0.01)
             else:
                 n += 1
                 if n % 64 == 0:
