@@ -23,7 +23,10 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
+from connectors.exchanges import HANDLERS
+from connectors.exchanges.live import endpoint_for
 from dataflows import config as cfgmod
+from dataflows import ingest
 from marketdata.stack import TOPICS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -97,7 +100,8 @@ def host_port(address: str) -> tuple[str, int]:
 
 
 def config_variables() -> set[str]:
-    return {f"MD_{f.name.upper()}" for cls in vars(cfgmod).values()
+    classes = [*vars(cfgmod).values(), ingest.IngestConfig]
+    return {f"MD_{f.name.upper()}" for cls in classes
             if dataclasses.is_dataclass(cls) for f in dataclasses.fields(cls)}
 
 
@@ -188,6 +192,16 @@ def test_topics_created_are_the_projects() -> None:
     assert int(env["PARTITIONS"]) >= 2
     script = "\n".join(services()["kafka-init"]["command"])
     assert "--if-not-exists" in script and "$TOPICS" in script.replace("$$", "$")
+
+
+def test_ingest_config_parses_and_names_known_exchanges() -> None:
+    env = env_of("ingest")
+    cfg = cfgmod.from_env(ingest.IngestConfig, env)
+    conns = ingest.connections(cfg)
+    assert conns and {ex for ex, _ in conns.values()} <= set(HANDLERS)
+    for ex, _ in conns.values():
+        assert endpoint_for(ex, cfg.simulator).ws_url.startswith(("ws://", "wss://"))
+    assert host_port(cfg.kafka_bootstrap) == host_port(env_of("orderbook")["MD_KAFKA_BOOTSTRAP"])
 
 
 # -- flows: recovery, commands, metrics ------------------------------------------------------------
