@@ -104,6 +104,8 @@ class ClientQueue:
         self.overflowed = False
         self.conflated = 0
         self.max_pending = 0
+        self.held = 0  # > 0 while a subscribe is in progress: nothing is sent
+
 
     def __len__(self) -> int:
         return len(self._items)
@@ -131,10 +133,14 @@ class ClientQueue:
         self.max_pending = max(self.max_pending, len(self._items))
         self.event.set()
 
-    def control(self, text: str) -> None:
-        """Queue a reply to the client's own message: in line with data, exempt from the limit."""
+    def control(self, text: str, first: bool = False) -> None:
+        """Queue a reply to the client's own message (exempt from the limit); ``first`` puts it
+        ahead of everything pending."""
         self._seq += 1
-        self._items[("c", self._seq)] = text
+        key = ("c", self._seq)
+        self._items[key] = text
+        if first:
+            self._items.move_to_end(key, last=False)
         self.event.set()
 
     def drop_channel(self, channel: str) -> None:
@@ -143,7 +149,7 @@ class ClientQueue:
         self.versions.pop(channel, None)
 
     def pop(self) -> str | None:
-        if not self._items:
+        if not self._items or self.held:
             self.event.clear()
             return None
         key, text = self._items.popitem(last=False)
@@ -208,6 +214,7 @@ class Hub:
 
     async def _run(self) -> None:
         backoff = 0.1
+        n = 0
         while True:
             try:
                 # A bounded wait, so redis-py's health check (PING) runs on a quiet connection.
@@ -222,6 +229,9 @@ class Hub:
                 continue
             if msg is not None:
                 self._dispatch(msg)
+                n += 1
+                if n % 64 == 0:  # buffered bursts return without yielding: let senders drain
+                    await asyncio.sleep(0)
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         channel = msg["channel"]
@@ -333,13 +343,19 @@ class _Session:
             if len(self.channels) + len(new) > self.hub.settings.max_channels:
                 return _error(f"at most {self.hub.settings.max_channels} channels per client", op)
             parsed = [(n, *parse_channel(n)) for n in new]  # type: ignore[misc]
-            for n, kind, channel in parsed:
-                self.channels[n] = channel
-                await self.hub.ensure(kind, channel)
-            self.q.control(orjson.dumps({"type": "subscribed",
-                                         "channels": sorted(self.channels)}).decode())
-            for _, kind, channel in parsed:
-                await self.hub.attach(self.q, kind, channel)
+            self.q.held += 1  # the acknowledgement goes first, then snapshots and updates
+            try:
+                for n, kind, channel in parsed:
+                    self.channels[n] = channel
+                    await self.hub.ensure(kind, channel)
+                for _, kind, channel in parsed:
+                    await self.hub.attach(self.q, kind, channel)
+                self.q.control(orjson.dumps({"type": "subscribed",
+                                             "channels": sorted(self.channels)}).decode(),
+                               first=True)
+            finally:
+                self.q.held -= 1
+                self.q.event.set()
             return None
         for n in names:
             channel = self.channels.pop(n, None)

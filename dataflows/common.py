@@ -167,7 +167,13 @@ def live_flow(name: str, cfg: Any, topic: str, kind: type,
     from connectors.records import RecordKafkaSink
     from connectors.redis import RedisRecordSink
 
-    metrics.serve(cfg.metrics_port)
+    from marketdata import heartbeat
+
+    logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+    heartbeat.start(cfg.redis_url, name, position=lambda: {
+        "events_in": int(metrics.EVENTS_IN.labels(name)._value.get())})
     source = KafkaSource(cfg.kafka_bootstrap, [cfg.topic(topic)], start=cfg.start,
                          stop_at_end=cfg.stop_at_end, batch_size=cfg.batch_size,
                          group_id=cfg.group_id or f"marketdata-{name}")

@@ -38,6 +38,7 @@ class CommonConfig:
     stop_at_end: bool = False  # stop at the end of each partition (backfills, benchmarks)
     batch_size: int = 1000
     metrics_port: int = 0  # 0: no Prometheus endpoint
+    metrics_addr: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape
     log_level: str = "INFO"
     kafka_output: bool = False  # also write the flow's records to Kafka
 

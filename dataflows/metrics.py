@@ -39,17 +39,17 @@ def count_batch(flow: str, n_in: int, out: list[dict[str, Any]]) -> None:
             DEADLETTERS.labels(flow, _reason_class(rec["reason"])).inc()
 
 
-def serve(port: int, tries: int = 16) -> int | None:
+def serve(port: int, addr: str = "127.0.0.1", tries: int = 16) -> int | None:
     """Expose ``/metrics`` on ``port`` or the next free one; ``0`` disables. Returns the port."""
     if not port or _served:
         return _served[0] if _served else None
     for p in range(port, port + tries):
         try:
-            start_http_server(p, addr="127.0.0.1")
+            start_http_server(p, addr=addr)
         except OSError:
             continue
         _served.append(p)
-        log.info("metrics on http://127.0.0.1:%d/metrics", p)
+        log.info("metrics on http://%s:%d/metrics", addr, p)
         return p
     log.warning("no free metrics port in %d..%d", port, port + tries - 1)
     return None

@@ -48,7 +48,7 @@ def sym() -> str:
 
 @pytest.fixture(scope="module")
 def server(url: str) -> Iterator[tuple[str, FastAPI]]:
-    app = create_app(url, ApiSettings(stream=StreamSettings(queue_limit=200)))
+    app = create_app(url, ApiSettings(stream=StreamSettings(queue_limit=1000)))
     with serving(app) as base:
         yield base.replace("http://", "ws://") + "/v1/stream", app
 
@@ -75,11 +75,15 @@ class Reader(threading.Thread):
         self.ws, self.done = ws, done
         self.messages: list[dict[str, Any]] = []
         self.error: BaseException | None = None
+        self.last_count = 0  # the newest ticker ``count`` received
 
     def run(self) -> None:
         try:
             while not self.done(self.messages):
-                self.messages.append(recv(self.ws, timeout=20))
+                msg = recv(self.ws, timeout=20)
+                self.messages.append(msg)
+                if msg["channel"].startswith("ticker"):
+                    self.last_count = msg["data"]["count"]
         except BaseException as e:  # surfaced by result()
             self.error = e
 
@@ -173,6 +177,8 @@ def test_slow_client_is_conflated_and_bounded_fast_client_gets_everything(
             if len(batch) >= 200:
                 fill(url, batch)
                 batch.clear()
+                # Paced by the fast client (it provably keeps up); the slow one never reads.
+                wait_until(lambda i=i: reader.last_count >= i or reader.error, timeout=20)
         fill(url, batch)
         # The fast client gets every ticker in order, and books only ever moving forward.
         msgs = reader.result()
@@ -194,15 +200,17 @@ def test_client_that_cannot_keep_up_is_closed_with_a_reason(
         server: tuple[str, FastAPI], url: str, sym: str) -> None:
     ws_url, app = server
     host, port = ws_url.split("//")[1].split("/")[0].split(":")
-    n = 20_000  # ~12 MB of tickers against a queue limit of 200
+    n = 20_000  # ~12 MB of tickers against a queue limit of 1000
     with connect(ws_url) as fast, connect(ws_url, sock=slow_socket(host, int(port)),
                                           max_queue=None) as slow:
         subscribe(fast, f"ticker:wst:{sym}")
         subscribe(slow, f"ticker:wst:{sym}")
         reader = Reader(fast, lambda msgs: len(msgs) == n)
         reader.start()
-        for start in range(1, n + 1, 500):
-            fill(url, [ticker_record("wst", sym, i) for i in range(start, min(start + 500, n + 1))])
+        for start in range(1, n + 1, 200):
+            stop = min(start + 200, n + 1)
+            fill(url, [ticker_record("wst", sym, i) for i in range(start, stop)])
+            wait_until(lambda stop=stop: reader.last_count >= stop - 1 or reader.error, timeout=20)
         assert [m["data"]["count"] for m in reader.result()] == list(range(1, n + 1))
         received = 0
         deadline = time.monotonic() + 20

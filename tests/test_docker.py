@@ -200,7 +200,7 @@ def test_ingest_config_parses_and_names_known_exchanges() -> None:
     conns = ingest.connections(cfg)
     assert conns and {ex for ex, _ in conns.values()} <= set(HANDLERS)
     for ex, _ in conns.values():
-        assert endpoint_for(ex, cfg.simulator).ws_url.startswith(("ws://", "wss://"))
+        assert endpoint_for(ex, cfg.simulator).ws.startswith(("ws://", "wss://"))
     assert host_port(cfg.kafka_bootstrap) == host_port(env_of("orderbook")["MD_KAFKA_BOOTSTRAP"])
 
 
