@@ -166,7 +166,6 @@ def live_flow(name: str, cfg: Any, topic: str, kind: type,
     from connectors.kafka import KafkaSource
     from connectors.records import RecordKafkaSink
     from connectors.redis import RedisRecordSink
-
     from marketdata import heartbeat
 
     logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
