@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test lint stack-up stack-down bench clean
+.PHONY: setup system-deps demo test lint stack-up stack-down bench clean
 
 setup: $(STAMP)
 
@@ -25,7 +25,10 @@ stack-down: setup
 demo: setup
 	@$(BIN)/marketdata demo
 
-test: setup stack-up
+system-deps:
+	@bash scripts/system-deps.sh
+
+test: setup system-deps stack-up
 	@$(BIN)/ruff check .
 	@$(BIN)/pytest
 

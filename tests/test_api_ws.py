@@ -158,7 +158,7 @@ def test_slow_client_is_conflated_and_bounded_fast_client_gets_everything(
         subscribe(fast, f"book:wst:{sym}", f"ticker:wst:{sym}")
         before = set(hub.queues)
         slow = stack.enter_context(connect(ws_url, sock=slow_socket(host, int(port)),
-                                           max_queue=None))
+                                           max_queue=4))
         subscribe(slow, f"book:wst:{sym}")
         (slow_q,) = set(hub.queues) - before
 
@@ -202,7 +202,7 @@ def test_client_that_cannot_keep_up_is_closed_with_a_reason(
     host, port = ws_url.split("//")[1].split("/")[0].split(":")
     n = 20_000  # ~12 MB of tickers against a queue limit of 1000
     with connect(ws_url) as fast, connect(ws_url, sock=slow_socket(host, int(port)),
-                                          max_queue=None) as slow:
+                                          max_queue=4) as slow:
         subscribe(fast, f"ticker:wst:{sym}")
         subscribe(slow, f"ticker:wst:{sym}")
         reader = Reader(fast, lambda msgs: len(msgs) == n)
