@@ -44,7 +44,8 @@ MAX_TIME_MS = 253_402_300_799_999  # 9999-12-31, a bound for time parameters
 _KEY = re.compile(rb"^md:(book|ticker|candles):([^:]+):([^:]+)(?::([^:]+))?$")
 
 Decimal = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["2683.80000000"])]
-Level = tuple[Decimal, Decimal]
+Level = Annotated[list[Decimal], Field(min_length=2, max_length=2,
+                                       description="[price, quantity]")]
 ExParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.\-]{1,32}$",
                                    description="exchange, e.g. binance", examples=["binance"])]
 SymParam = Annotated[str, PathParam(pattern=r"^[A-Za-z0-9_.\-]{1,64}$",

@@ -311,6 +311,9 @@ class LiveFeed:
 
     def _resync(self, now: float, delivered: bool) -> None:
         need = self.handler.resync_needed()
+        if self._rest and len(self.handler.books) < len(self.symbols):
+            # a symbol without any diff yet (a quiet market) still gets its snapshot
+            need = sorted({*need, *(s for s in self.symbols if s not in self.handler.books)})
         if self._pending:  # a symbol back in sync is free to resync at once next time
             for s in [s for s in self._pending if s not in need]:
                 del self._pending[s]

@@ -186,9 +186,13 @@ class VenueRunner:
             for o in snaps:
                 conn.q.put_nowait(o)
 
-    async def _send(self, conn: _Conn, text: str) -> None:
+    def _number(self, conn: _Conn, text: str) -> str:
+        """Stamp as the frame leaves the venue: a frame lost afterwards leaves a hole."""
         conn.n += 1
-        await conn.ws.send(self.venue.stamp(text, conn.n))
+        return self.venue.stamp(text, conn.n)
+
+    async def _send(self, conn: _Conn, text: str) -> None:
+        await conn.ws.send(text)
         self.stats["frames"] += 1
 
     async def _writer(self, conn: _Conn) -> None:
@@ -199,38 +203,39 @@ class VenueRunner:
             except TimeoutError:
                 beat = self.venue.heartbeat()
                 if beat is not None and loop.time() >= conn.stall_until:
-                    await self._send(conn, beat)
+                    await self._send(conn, self._number(conn, beat))
                 continue
             if out is None:
                 return
+            text = self._number(conn, out.text)
             if loop.time() < conn.stall_until:
                 self.stats["stalled_frames"] += 1
                 continue
             if out.kind != "book":
-                await self._send(conn, out.text)
+                await self._send(conn, text)
                 continue
             if conn.held is not None and conn.held.sym == out.sym:
                 held, conn.held = conn.held, None
-                await self._send(conn, out.text)
+                await self._send(conn, text)
                 await self._send(conn, held.text)
                 continue
             fault = self.take_fault()
             if fault is None:
-                await self._send(conn, out.text)
+                await self._send(conn, text)
                 continue
             kind, seconds = fault
             self.stats[f"fault_{kind}"] += 1
             if kind == "drop":
                 continue
             if kind == "duplicate":
-                await self._send(conn, out.text)
-                await self._send(conn, out.text)
+                await self._send(conn, text)
+                await self._send(conn, text)
             elif kind == "reorder":
-                conn.held = out
+                conn.held = Out(out.kind, out.sym, text)
             elif kind == "corrupt":
-                await self._send(conn, out.text[: len(out.text) // 2])
+                await self._send(conn, text[: len(text) // 2])
             elif kind == "bad_checksum":
-                await self._send(conn, self.venue.bad_checksum(out.text) or out.text)
+                await self._send(conn, self.venue.bad_checksum(text) or text)
             elif kind == "stall":
                 conn.stall_until = loop.time() + seconds
             elif kind == "disconnect":
