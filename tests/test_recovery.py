@@ -23,7 +23,7 @@ import pytest
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import TestingSink, TestingSource, run_main
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from dataflows import candles, orderbook, ticker
@@ -111,7 +111,8 @@ def book_stream(draw: st.DrawFn) -> list[Message]:
 
 # --- running flows -----------------------------------------------------------------------------
 
-def _run(flow: str, items: list[Any], store: Path, batch: int) -> tuple[list[dict[str, Any]], int]:
+def _run(flow: str, items: list[Any], store: Path, batch: int,
+         epoch: timedelta = timedelta(0)) -> tuple[list[dict[str, Any]], int]:
     """Run ``flow`` over ``items`` until done, resuming after each abort; (outputs, runs)."""
     kind, make = FLOWS[flow]
     out: list[dict[str, Any]] = []
@@ -122,9 +123,12 @@ def _run(flow: str, items: list[Any], store: Path, batch: int) -> tuple[list[dic
         before = sum(a._triggered for a in aborts)
         df = build_flow(flow, TestingSource(items, batch_size=batch), kind, make,
                         TestingSink(out), TestingSink(out), live=False)
-        run_main(df, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(store)))
+        run_main(df, epoch_interval=epoch, recovery_config=RecoveryConfig(str(store)))
         if sum(a._triggered for a in aborts) == before:  # ran to the end without aborting
             return out, runs
+        # TestingSource does not count a triggered ABORT in its resume index, so every later
+        # resume would re-read one item: drop it, as a real source has no such item.
+        items = [x for x in items if not (isinstance(x, TestingSource.ABORT) and x._triggered)]
 
 
 def _final_states(store: Path, flow: str) -> dict[str, Any]:
@@ -198,7 +202,7 @@ def _version(r: dict[str, Any]) -> tuple[Any, ...]:
     return (0,)
 
 
-SETTINGS = settings(max_examples=40, deadline=None,
+SETTINGS = settings(max_examples=40, deadline=None, phases=[Phase.explicit, Phase.generate],
                     suppress_health_check=[HealthCheck.function_scoped_fixture,
                                            HealthCheck.too_slow])
 CUTS = st.lists(st.integers(0, 130), min_size=1, max_size=3)
@@ -233,7 +237,7 @@ def test_abort_really_replays_and_dedup_matters(tmp_store: Any) -> None:
     ref, _ = _run("ticker", list(msgs), tmp_store(), 4)
     items: list[Any] = list(msgs)
     items.insert(30, TestingSource.ABORT())
-    got, runs = _run("ticker", items, tmp_store(), 4)
+    got, runs = _run("ticker", items, tmp_store(), 4, timedelta(seconds=30))  # no snapshot yet
     assert runs == 2
     assert len(got) > len(ref)  # the records after the last snapshot came out twice
     assert _canon(got) == _canon(ref)

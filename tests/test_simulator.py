@@ -71,19 +71,25 @@ def _same(book: Book | None, truth: dict[str, Any]) -> bool:
         book.top(1 << 30, "bids") == truth["bids"] and book.top(1 << 30, "asks") == truth["asks"]
 
 
+def _get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.load(r)
+
+
 def test_control_api_over_http() -> None:
     with simulator.start(["kraken", "bybit"], ["BTC-USDT"], rate=20) as sim:
         base = f"http://{sim.address}/_sim/"
-        st = json.load(urllib.request.urlopen(base + "status"))
+        st = _get(base + "status")
         assert set(st) == {"kraken", "bybit"} and st["kraken"]["symbols"] == ["BTC-USDT"]
         with pytest.raises(urllib.error.HTTPError) as e:
-            urllib.request.urlopen(base + "fault?ex=bybit&kind=bad_checksum")  # no checksum
+            _get(base + "fault?ex=bybit&kind=bad_checksum")  # no checksum
         assert e.value.code == 400
-        ok = json.load(urllib.request.urlopen(base + "fault?ex=kraken&kind=bad_checksum&n=2"))
+        e.value.close()
+        ok = _get(base + "fault?ex=kraken&kind=bad_checksum&n=2")
         assert ok == {"queued": "bad_checksum", "ex": "kraken"}
         assert sim.status("kraken")["kraken"]["pending_faults"] == 2
         wait_until(lambda: sim.book("kraken", "BTC-USDT")["bids"], 5, message="book filled")
-        book = json.load(urllib.request.urlopen(base + "book?ex=kraken&sym=BTC-USDT"))
+        book = _get(base + "book?ex=kraken&sym=BTC-USDT")
         assert book["bids"] and book["asks"] and book["bids"][0][0] < book["asks"][0][0]
 
 
@@ -240,6 +246,10 @@ def _scenario(rig: dict[str, Any], ex: str) -> dict[str, int]:
         wait_until(lambda kind=kind, applied=applied:
                    sim.status(ex)[ex]["stats"].get(f"fault_{kind}", 0) > applied, 10,
                    message=f"{ex}: {kind} applied")
+        # a few more frames: a loss only the next checksum reveals must have shown by then
+        sent = sim.status(ex)[ex]["stats"]["book_changes"]
+        wait_until(lambda sent=sent: sim.status(ex)[ex]["stats"]["book_changes"] > sent + 10, 10,
+                   message=f"{ex}: changes after {kind}")
         if _must_resync(ex, kind):
             wait_until(lambda before=before: _snapshots(sim, ex) > before, 15,
                        message=f"{ex}: resync after {kind}")

@@ -87,3 +87,17 @@ def run(args: argparse.Namespace) -> int:
         done.wait()
     sim.stop()
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m connectors.simulator.cli [options]``."""
+    parser = argparse.ArgumentParser(prog="marketdata")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulate", *(sys.argv[1:] if argv is None else argv)])
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
