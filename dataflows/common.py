@@ -8,7 +8,9 @@ owns the key → a pure per-symbol state from ``operators/`` → records to Redi
 from __future__ import annotations
 
 import logging
+import os
 import pickle
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -131,7 +133,11 @@ def build_flow(name: str, source: Source[Message], kind: type,
                make_state: Callable[[str], KeyedState], records: Sink[dict[str, Any]],
                deadletters: Sink[dict[str, Any]], live: bool,
                extra: list[Sink[dict[str, Any]]] | None = None) -> Dataflow:
-    """messages → key ``ex:SYM`` → per-symbol state → records | dead letters."""
+    """messages → key ``ex:SYM`` → per-symbol state → records | dead letters.
+
+    The step ids (``{name}.in`` for the source, ``{name}.{name}`` for the state) and the state
+    classes' module paths key every stored recovery snapshot: renaming either orphans them.
+    """
 
     def builder(resume: bytes | None) -> _Logic:
         return _Logic(name, kind, make_state, live, resume)
@@ -167,6 +173,7 @@ def live_flow(name: str, cfg: Any, topic: str, kind: type,
     from connectors.records import RecordKafkaSink
     from connectors.redis import RedisRecordSink
     from marketdata import heartbeat
+    from recovery.stores import active_store, check_or_exit
 
     logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -176,6 +183,9 @@ def live_flow(name: str, cfg: Any, topic: str, kind: type,
     source = KafkaSource(cfg.kafka_bootstrap, [cfg.topic(topic)], start=cfg.start,
                          stop_at_end=cfg.stop_at_end, batch_size=cfg.batch_size,
                          group_id=cfg.group_id or f"marketdata-{name}")
+    store = active_store(sys.argv, os.environ)
+    if store is not None:  # fail at start, in one paragraph, on a store this flow cannot resume
+        check_or_exit(name, store, [cfg.topic(topic)])
     extra: list[Sink[dict[str, Any]]] = []
     if cfg.kafka_output:
         extra.append(RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic(output_topic)))

@@ -1,18 +1,20 @@
 """``marketdata demo``: the whole pipeline on recorded sessions, in one command.
 
-Stack up → recorded sessions of several exchanges and symbols, looped at (accelerated) real time
-into Kafka → the order book, candle and ticker flows (``python -m bytewax.run``) → Redis → the API
-and dashboard → a live status view in the terminal until Ctrl-C, which stops everything the demo
-started. ``--duration`` runs it headless for a bounded time (the demo test does).
+Stack up → the exchange simulator replaying the recorded sessions of ``shared/data`` (several
+exchanges and symbols, looped, in each exchange's wire protocol) → the ingestion flow (the live
+feed handlers, over WebSocket) → Kafka → the order book, candle and ticker flows (each
+``python -m bytewax.run``) → Redis → the API and dashboard → a live status view in the terminal
+until Ctrl-C, which stops everything the demo started. ``--duration`` runs it headless for a
+bounded time (the demo test does).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,16 +29,7 @@ from dataflows.config import CommonConfig, from_env
 __all__ = ["register", "run_demo"]
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
-FLOWS = ("orderbook", "candles", "ticker")
-# (exchange handler, recording files): the sessions the demo loops
-SESSIONS: list[tuple[str, list[str]]] = [
-    ("binance", ["hftbacktest/spot/btcusdt_20240808.gz"]),
-    ("coinbase", ["cryptofeed/COINBASE.ws.28.0"]),
-    ("kraken", ["cryptofeed/KRAKEN.ws.50.0"]),
-    ("okx", ["cryptofeed/OKX.ws.1.0"]),
-]
-CANONICAL = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
+FLOWS = ("ingest", "orderbook", "candles", "ticker")
 
 
 def _say(msg: str) -> None:
@@ -44,25 +37,20 @@ def _say(msg: str) -> None:
           flush=True)
 
 
-def load_sessions(cache: Path) -> list[list[dict[str, Any]]]:
-    """Canonical events of each recorded session (normalized once, then cached)."""
-    import gzip
+def _produced(cfg: CommonConfig) -> int:
+    """Messages in the book and trade topics (sum of high watermarks): the events/s gauge."""
+    from confluent_kafka import Consumer, TopicPartition
 
-    from connectors.exchanges.normalize import normalize_files
-
-    cache.mkdir(parents=True, exist_ok=True)
-    out = []
-    with gzip.open(CANONICAL, "rb") as fh:
-        out.append([orjson.loads(x) for x in fh])
-    for ex, files in SESSIONS:
-        target = cache / f"{ex}.jsonl"
-        if not target.exists():
-            buf = io.BytesIO()
-            normalize_files(ex, [DATA / f for f in files], buf)
-            target.write_bytes(buf.getvalue())
-        evs = [orjson.loads(x) for x in target.read_bytes().splitlines()]
-        out.append([e for e in evs if e.get("type") in ("book", "trade")])
-    return out
+    c = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": "marketdata-demo-view"})
+    try:
+        total = 0
+        for name in ("book", "trades"):
+            topic = cfg.topic(name)
+            for p in c.list_topics(topic, timeout=2).topics[topic].partitions:
+                total += c.get_watermark_offsets(TopicPartition(topic, p), timeout=2)[1]
+        return total
+    finally:
+        c.close()
 
 
 def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
@@ -71,14 +59,13 @@ def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> subpro
                             start_new_session=True)
 
 
-def _status_lines(client: redis.Redis, t0: float, feeders: list[Any], api: str,
+def _status_lines(client: redis.Redis, t0: float, rate: float, api: str, feeds: set[str],
                   procs: dict[str, subprocess.Popen[bytes]], cfg: CommonConfig) -> list[str]:
     from connectors.redis import read_candles, read_ticker
 
     now_ms = time.time() * 1000
-    sent = sum(f.sent for f in feeders)
-    lines = [f"marketdata demo — up {time.time() - t0:5.0f}s — {sent:,} events produced "
-             f"({sent / max(time.time() - t0, 1e-9):,.0f}/s) — dashboard: {api}",
+    lines = [f"marketdata demo — up {time.time() - t0:4.0f}s — {rate:,.0f} events/s into Kafka "
+             f"— dashboard: {api}",
              "flows: " + "  ".join(f"{n}={'running' if p.poll() is None else f'EXIT {p.poll()}'}"
                                    for n, p in procs.items())]
     try:
@@ -86,16 +73,16 @@ def _status_lines(client: redis.Redis, t0: float, feeders: list[Any], api: str,
 
         lag = {f: sum(partition_lag(cfg.kafka_bootstrap, f"marketdata-demo-{f}",
                                     [cfg.topic("book" if f == "orderbook" else "trades")])
-                      .values()) for f in FLOWS}
+                      .values()) for f in FLOWS[1:]}
         lines.append("lag:   " + "  ".join(f"{f}={v:,}" for f, v in lag.items()))
     except Exception as e:  # the view must not die with the broker: say so
         lines.append(f"lag:   unavailable ({e})")
     lines.append("")
+    lines.append("(lag: as committed by the flows' last snapshots, every epoch)")
     lines.append(f"{'exchange':<10} {'symbol':<11} {'status':<8} {'bid':>14} {'ask':>14} "
                  f"{'age':>7}  {'1m candle o/h/l/c':<44} {'24h %':>9}")
-    exchanges = {"binance"} | {ex for ex, _ in SESSIONS}
     keys = sorted(k for k in (k.decode()[8:] for k in client.scan_iter("md:book:*", count=500))
-                  if k.partition(":")[0] in exchanges)
+                  if k in feeds)
     for key in keys[:24]:
         ex, _, sym = key.partition(":")
         raw = client.hget(f"md:book:{key}", "data")
@@ -115,27 +102,45 @@ def _status_lines(client: redis.Redis, t0: float, feeders: list[Any], api: str,
 
 
 def run_demo(duration: float | None, speed: float, api_port: int, view: bool) -> int:
-    from connectors.feeder import Feeder
+    import logging
+
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection
+    from connectors.simulator import start_demo
     from marketdata import stack
 
     cfg: CommonConfig = from_env(CommonConfig)
     state = Path(os.environ.get("MD_STATE_DIR", ROOT / ".state"))
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", api_port)) == 0:
+            _say(f"port {api_port} is taken (another demo or API?): stop it, or pass --api-port")
+            return 2
     _say("starting the local stack (broker + Redis)")
     stack.up()
-    _say("loading the recorded sessions")
-    sessions = load_sessions(state / "demo")
-    n_keys = len({(e["ex"], e["sym"]) for s in sessions for e in s})
-    _say(f"{len(sessions)} sessions, {n_keys} exchange/symbol pairs, "
-         f"{sum(len(s) for s in sessions):,} events a pass, looped at {speed:g}x")
+    _say(f"starting the exchange simulator (recorded sessions, looped at {speed:g}x)")
+    sim = start_demo(speed=speed)
+    feeds = sim.feeds()
+    exchanges = {f.partition(":")[0] for f in feeds}
+    _say(f"{len(exchanges)} exchanges, {len(feeds)} feeds on {sim.address}")
+    # A new session: the recordings replay with their own sequence numbers, which Redis (never
+    # moving a reader backwards) would refuse after an earlier run. Start these symbols afresh.
+    client = redis.Redis.from_url(cfg.redis_url)
+    stale = [k for f in feeds for k in client.scan_iter(f"md:*:{f}*", count=1000)]
+    if stale:
+        client.delete(*stale)
+    # Topics of this run's own: nothing produced while a flow starts is missed, and no flow has
+    # to skip through earlier runs' events (the local broker ignores start timestamps).
+    from connectors.kafka import ensure_topics
+
+    prefix = f"{cfg.topic_prefix}demo-{int(time.time())}."
+    ensure_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades", "deadletter")])
+    cfg = from_env(CommonConfig, topic_prefix=prefix)
     env = dict(os.environ)
     env.update({"MD_KAFKA_BOOTSTRAP": cfg.kafka_bootstrap, "MD_REDIS_URL": cfg.redis_url,
-                # from now on: old demo runs' events in the topics are skipped, and nothing
-                # produced while a flow starts up is missed
-                "MD_START": str(int(time.time() * 1000)), "PYTHONUNBUFFERED": "1"})
+                "MD_TOPIC_PREFIX": prefix, "MD_START": "earliest", "PYTHONUNBUFFERED": "1",
+                **sim.ingest_env()})
     procs: dict[str, subprocess.Popen[bytes]] = {}
-    feeders: list[Feeder] = []
     stopping = False
 
     def shutdown(*_: Any) -> None:
@@ -143,6 +148,7 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
         stopping = True
 
     old = signal.signal(signal.SIGTERM, shutdown)
+    old_hup = signal.signal(signal.SIGHUP, shutdown)  # a closed terminal stops it cleanly too
     try:
         for i, flow in enumerate(FLOWS):
             _say(f"starting the {flow} flow (python -m bytewax.run dataflows.{flow}:flow)")
@@ -154,22 +160,17 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
         _say(f"starting the API: {api}")
         procs["api"] = _spawn("api", [sys.executable, "-m", "marketdata.cli", "api",
                                       "--port", str(api_port)], env, logs)
-        client = redis.Redis.from_url(cfg.redis_url)
-        _say("replaying the sessions into Kafka")
-        for events in sessions:
-            f = Feeder(cfg.kafka_bootstrap, cfg.topic_prefix, events, speed=speed)
-            f.start()
-            feeders.append(f)
-        t0 = time.time()
-        last = 0.0
+        t0 = last = time.time()
+        produced, rate = _produced(cfg), 0.0
         while not stopping and (duration is None or time.time() - t0 < duration):
             for name, p in procs.items():
                 if p.poll() is not None:
                     _say(f"{name} exited with {p.returncode}; see {logs / (name + '.log')}")
                     return 1
             if view and time.time() - last >= 1:
-                last = time.time()
-                lines = _status_lines(client, t0, feeders, api, procs, cfg)
+                now, count = time.time(), _produced(cfg)
+                rate, produced, last = (count - produced) / (now - last), count, now
+                lines = _status_lines(client, t0, rate, api, set(feeds), procs, cfg)
                 if sys.stdout.isatty():
                     sys.stdout.write("\033[H\033[2J" + "\n".join(lines) + "\n(Ctrl-C to stop)\n")
                 else:
@@ -181,11 +182,8 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
         return 0
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGHUP, old_hup)
         _say("stopping the demo")
-        for f in feeders:
-            f.stop()
-        for f in feeders:
-            f.join(timeout=15)
         for p in procs.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(p.pid, signal.SIGTERM)
@@ -195,6 +193,7 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+        sim.stop()
         _say("stopped (the broker and Redis stay up: `marketdata stack down` stops them)")
 
 
@@ -207,8 +206,8 @@ def register(subparsers: Any) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
-    p.add_argument("--speed", type=float, default=float(os.environ.get("MD_DEMO_SPEED", 5)),
-                   help="replay speed factor (MD_DEMO_SPEED, default 5)")
+    p.add_argument("--speed", type=float, default=float(os.environ.get("MD_DEMO_SPEED", 1)),
+                   help="replay speed factor (MD_DEMO_SPEED, default 1: real time)")
     p.add_argument("--api-port", type=int, default=int(os.environ.get("MD_API_PORT", 8000)),
                    dest="api_port", help="API and dashboard port (MD_API_PORT, default 8000)")
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
