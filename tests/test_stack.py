@@ -48,7 +48,7 @@ def test_up_is_idempotent_and_down_stops_only_its_own(private: Path) -> None:
     assert cli("stack", "status") == 0
     pids = [first["kafka"]["pid"], first["redis"]["pid"]]
     assert sorted(md_stack.down()) == ["kafka", "redis"]
-    assert not any(md_stack._pid_alive(pid) for pid in pids)
+    assert not any(md_stack.pid_alive(pid) for pid in pids)
     after = md_stack.status()
     assert not after["kafka"]["running"] and not after["redis"]["running"]
     assert after["kafka"]["started_by"] is None
