@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import Counter, Histogram
 
 __all__ = [
     "RedisRecordSink",
@@ -38,6 +39,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+WRITE_SECONDS = Histogram("md_redis_write_seconds", "One pipelined batch of record writes",
+                          buckets=(.0005, .001, .002, .005, .01, .02, .05, .1, .25, 1))
+WRITE_ERRORS = Counter("md_redis_write_errors_total", "Failed Redis write attempts (retried)")
+WRITES = Counter("md_redis_writes_total", "Record writes by outcome (stale: Redis held newer)",
+                 ["outcome"])
 
 # KEYS[1]=key; ARGV: version parts (2 numbers), payload. Write when (v1,v2) >= stored.
 _LATEST = """
@@ -103,9 +110,11 @@ class _Writer:
             return
         for attempt in range(8):
             try:
-                self._write(batch)
+                with WRITE_SECONDS.time():
+                    self._write(batch)
                 return
             except (redis.ConnectionError, redis.TimeoutError) as e:
+                WRITE_ERRORS.inc()
                 if attempt == 7:
                     raise
                 log.warning("redis write failed (%s); retrying", e)
@@ -133,6 +142,8 @@ class _Writer:
         n = sum(1 for r in results if r == 1)
         self.written += n
         self.skipped += len(results) - n
+        WRITES.labels("written").inc(n)
+        WRITES.labels("stale").inc(len(results) - n)
 
 
 class _Partition(StatelessSinkPartition[dict[str, Any]]):

@@ -30,7 +30,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.exchanges.live import FeedOptions, LiveFeed, endpoint_for
+from dataflows import metrics
 from dataflows.config import CommonConfig, from_env
+from marketdata import heartbeat
 
 __all__ = ["IngestConfig", "IngestSource", "build", "connections", "register"]
 
@@ -96,13 +98,27 @@ class _FeedPartition(StatefulSourcePartition[Item, None]):
         self.name, self.feed, self.batch_size = name, feed, batch_size
         self.stats_every_s, self.stop_when = stats_every_s, stop_when
         self._awake: datetime | None = None
-        self._last_stats = time.monotonic()
+        self._last_stats = self._last_health = time.monotonic()
         feed.start()
+
+    def _report_health(self) -> None:
+        """Connection state, last frame and resyncs: Prometheus and the heartbeat (the doctor)."""
+        f = self.feed
+        resyncs = int(f.handler.stats.get("resyncs", 0))
+        metrics.FEED_CONNECTED.labels(self.name).set(1 if f.connected else 0)
+        if f.last_frame_ms:
+            metrics.FEED_LAST_FRAME.labels(self.name).set(f.last_frame_ms / 1000)
+        metrics.FEED_RESYNCS.labels(self.name).set(resyncs)
+        heartbeat.set_feed(self.name, connected=f.connected, last_frame_ms=f.last_frame_ms,
+                           resyncs=resyncs)
 
     def next_batch(self) -> list[Item]:
         if self.stop_when is not None and self.stop_when():
             raise StopIteration()
         events = self.feed.drain(self.batch_size)
+        if time.monotonic() - self._last_health >= 1.0:
+            self._last_health = time.monotonic()
+            self._report_health()
         if self.stats_every_s and time.monotonic() - self._last_stats >= self.stats_every_s:
             self._last_stats = time.monotonic()
             log.info("ingest %s: %s handler=%s", self.name, dict(self.feed.stats),
@@ -178,6 +194,8 @@ def __getattr__(name: str) -> Dataflow:
         logging.basicConfig(level=getattr(logging, cfg.log_level.upper(), logging.INFO),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         _ensure_topics(cfg)
+        metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        heartbeat.start(cfg.redis_url, "ingest")
         return build(cfg)
     raise AttributeError(name)
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
-__all__ = ["count_batch", "serve"]
+__all__ = ["count_batch", "serve"]  # and the metric objects below
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,17 @@ EVENTS_IN = Counter("md_flow_events_in_total", "Messages consumed by a flow step
 RECORDS_OUT = Counter("md_flow_records_out_total", "Records emitted by a flow", ["flow", "type"])
 DEADLETTERS = Counter("md_flow_deadletters_total", "Rejected inputs by reason class",
                       ["flow", "reason"])
+
+BOOK_STATUS = Gauge("md_book_status", "Book status per symbol: 0 ok, 1 stale, 2 crossed", ["key"])
+BOOK_EVENT_TIME = Gauge("md_book_event_timestamp_seconds",
+                        "Exchange time of the newest book record per symbol (staleness = now - "
+                        "this)", ["key"])
+FEED_CONNECTED = Gauge("md_feed_connected", "Ingestion connection up (1) or not (0)", ["feed"])
+FEED_LAST_FRAME = Gauge("md_feed_last_frame_timestamp_seconds",
+                        "Wall time of the last frame per feed (age = now - this)", ["feed"])
+FEED_RESYNCS = Gauge("md_feed_resyncs", "Resyncs (new snapshots after a gap, checksum "
+                     "mismatch or crossed book) per feed since start", ["feed"])
+_STATUS_CODE = {"ok": 0, "stale": 1, "crossed": 2}
 
 _served: list[int] = []
 
@@ -37,6 +48,10 @@ def count_batch(flow: str, n_in: int, out: list[dict[str, Any]]) -> None:
         RECORDS_OUT.labels(flow, kind).inc()
         if kind == "deadletter":
             DEADLETTERS.labels(flow, _reason_class(rec["reason"])).inc()
+        elif kind == "book":
+            key = f"{rec['ex']}:{rec['sym']}"
+            BOOK_STATUS.labels(key).set(_STATUS_CODE.get(rec["status"], 1))
+            BOOK_EVENT_TIME.labels(key).set(rec["ts"] / 1000)
 
 
 def serve(port: int, addr: str = "127.0.0.1", tries: int = 16) -> int | None:

@@ -17,7 +17,7 @@ import redis
 from connectors.kafka import ensure_topics, produce_lines
 from connectors.redis import read_book, read_candles, read_ticker
 from tests.flowrun import flow_env, recorded_events, start_flow, stop, unique_prefix
-from tests.util import wait_until
+from tests.util import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +58,30 @@ def _key(line: bytes) -> bytes:
     return f"{d['ex']}:{d['sym']}".encode()
 
 
+def _check_metrics(port: int, topic: str, expected: dict) -> None:
+    """The flow's Prometheus endpoint: throughput, dead letters, lag, book status, Redis."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    n_events = sum(1 for _ in expected)  # one book per key: the flow saw at least that many
+    assert values['md_flow_events_in_total{flow="orderbook"}'] >= n_events
+    assert values['md_flow_deadletters_total{flow="orderbook",reason="malformed JSON"}'] == 1
+    for (e, s) in expected:
+        assert values[f'md_book_status{{key="{e}:{s}"}}'] == 0
+        assert values[f'md_book_event_timestamp_seconds{{key="{e}:{s}"}}'] > 1.7e9
+    lags = [v for k, v in values.items()
+            if k.startswith("md_kafka_source_lag{") and f'topic="{topic}"' in k]
+    assert len(lags) == 4 and all(v >= 0 for v in lags)
+    assert values["md_redis_write_seconds_count"] > 0
+    assert values['md_redis_writes_total{outcome="written"}'] > 0
+
+
 def _final_by_key(records: list[dict], field: str = "") -> dict:
     out: dict = {}
     for r in records:
@@ -72,7 +96,9 @@ def test_orderbook_flow_kafka_to_redis(feed, kafka_bootstrap, redis_url, tmp_pat
     prefix, events, _ = feed
     expected = _final_by_key(_replay("orderbook", events, tmp_path))
     client = redis.Redis.from_url(redis_url)
-    procs = start_flow("orderbook", flow_env(prefix, kafka_bootstrap, redis_url),
+    port = free_port()
+    procs = start_flow("orderbook", flow_env(prefix, kafka_bootstrap, redis_url,
+                                             MD_METRICS_PORT=str(port)),
                        processes=processes, workers=2 if processes == 2 else 1,
                        log_dir=tmp_path)
     try:
@@ -81,6 +107,8 @@ def test_orderbook_flow_kafka_to_redis(feed, kafka_bootstrap, redis_url, tmp_pat
                        for (e, s), rec in expected.items())
         wait_until(done, timeout=120, interval=0.1,
                    message=f"every book in Redis at its last seq; logs in {tmp_path}")
+        if processes == 1:
+            _check_metrics(port, prefix + "book", expected)
     finally:
         stop(procs)
     assert len(expected) == len(EXCHANGES) * len(SYMBOLS)

@@ -188,6 +188,8 @@ class LiveFeed:
         self._rest = self.handler.snapshot_request(self.symbols[0]) is not None \
             if self.symbols else False
         self.error: BaseException | None = None
+        self.connected = False  # for metrics and the doctor (read from other threads)
+        self.last_frame_ms = 0  # wall time of the last frame received
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LiveFeed:
@@ -262,6 +264,7 @@ class LiveFeed:
                                          skip_utf8_validation=True, enable_multithread=False)
         delivered = False
         try:
+            self.connected = True
             self.stats["connects"] += 1
             h.on_connect()
             if rec is not None:
@@ -286,6 +289,7 @@ class LiveFeed:
                 now = time.monotonic()
                 if data:
                     last_frame = now
+                    self.last_frame_ms = time.time_ns() // 1_000_000
                     delivered = True
                     if data != "pong" and data != b"pong":
                         self.stats["frames"] += 1
@@ -307,6 +311,7 @@ class LiveFeed:
                 self._resync(now, delivered)
             return delivered
         finally:
+            self.connected = False
             ws.close(timeout=0.2)
 
     def _resync(self, now: float, delivered: bool) -> None:
