@@ -181,3 +181,20 @@ def _read_topic(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
                 eof.add(m.partition())
     c.close()
     return out
+
+
+def test_bytewax_run_refuses_a_broken_store_in_one_paragraph(tmp_path: Path) -> None:
+    """`python -m bytewax.run … -r DIR` with a partition file missing: a clear message, no
+    traceback wall, before anything is consumed."""
+    import sys
+
+    store = tmp_path / "store"
+    store.mkdir()
+    subprocess.run([sys.executable, "-m", "bytewax.recovery", str(store), "4"], check=True)
+    (store / "part-2.sqlite3").unlink()
+    res = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.orderbook:flow", "-r",
+                          str(store), "-s", "1", "-b", "0"], capture_output=True, timeout=60)
+    err = res.stderr.decode()
+    assert res.returncode != 0
+    assert "part-2.sqlite3" in err and "recovery reset orderbook" in err
+    assert "Traceback" not in err and len(err.splitlines()) <= 5
