@@ -276,7 +276,7 @@ def rest_rows(name: str, res: dict[str, float], goal: str) -> list[tuple[str, st
              "p99 <= 5" if "paced" in name else ""),
             ("  max latency (ms)", f"{res['max_ms']:.1f}", ""),
             ("  server CPU (%)", f"{res['server_cpu_pct']:.0f}", ""),
-            ("  Redis reads / request", f"{res['redis_reads_per_req']:.3f}", ""),
+            ("  Redis HGETs / request (all clients)", f"{res['redis_reads_per_req']:.3f}", ""),
             ("  non-2xx / socket errors", f"{res['non2xx']:.0f} / {res['socket_errors']:.0f}",
              "0 / 0")]
     if "late_sends" in res:

@@ -4,6 +4,8 @@ endpoint of the OpenAPI document: no 5xx, every response matching its schema."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,11 +15,16 @@ import pytest
 import redis
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from api.app import create_app
+from api import fastpath
+from api.app import ApiSettings, create_app
+from api.fastpath import FreshReads
 from api.server import serving
-from api.testing import db_url, fill, flow_records, wipe
+from api.testing import book_record, db_url, fill, flow_records, wipe
+from tests.util import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -170,3 +177,158 @@ def test_fuzz_every_endpoint(api_schema: Any) -> None:
             case.call_and_validate(excluded_checks=excluded)
 
         check()
+
+
+# -- the book fast path (api.fastpath) ----------------------------------------------------------
+class FakeRedis:
+    """A key's value over a fake clock, read by ``fetch`` at the instant the read is issued."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.value = b"v0"
+        self.reads = 0
+        self.gate: asyncio.Event | None = None  # when set, reads wait for it
+        self.fail = 0  # how many of the next reads raise
+
+    async def fetch(self, key: str) -> bytes | None:
+        self.reads += 1
+        value = self.value
+        if self.fail:
+            self.fail -= 1
+            raise RedisConnectionError("down")
+        if self.gate is not None:
+            await self.gate.wait()
+        return value
+
+
+def test_fresh_reads_share_only_within_the_bound() -> None:
+    fake = FakeRedis()
+    reads = FreshReads(fake.fetch, max_age_s=0.002, clock=lambda: fake.now)
+
+    async def scenario() -> list[bytes]:
+        got = []
+        for now, value in ((0.0, None), (0.002, b"v1"), (0.0021, None), (0.004, None)):
+            fake.now = now
+            if value is not None:
+                fake.value = value
+            body = await reads.get("k")
+            assert body is not None
+            got.append(body.raw)
+        return got
+
+    # t=2 ms still shares the t=0 read (bound inclusive), t=2.1 ms does not, t=4 ms shares t=2.1
+    assert asyncio.run(scenario()) == [b"v0", b"v0", b"v1", b"v1"]
+    assert fake.reads == 2 and reads.issued == 2
+
+
+def test_fresh_reads_zero_bound_reads_every_time() -> None:
+    fake = FakeRedis()
+    reads = FreshReads(fake.fetch, max_age_s=0.0, clock=lambda: fake.now)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            await reads.get("k")
+
+    asyncio.run(scenario())
+    assert fake.reads == 3
+
+
+def test_fresh_reads_survive_a_cancelled_requester_and_forget_failures() -> None:
+    fake = FakeRedis()
+    reads = FreshReads(fake.fetch, max_age_s=1.0, clock=lambda: fake.now)
+
+    async def scenario() -> list[bytes | None]:
+        fake.gate = asyncio.Event()
+        first = asyncio.create_task(reads.get("k"))
+        others = [asyncio.create_task(reads.get("k")) for _ in range(3)]
+        await asyncio.sleep(0)  # let every request reach the shared read (no timing involved)
+        first.cancel()
+        fake.gate.set()
+        bodies = await asyncio.gather(*others)
+        assert first.cancelled()
+        # a failed read is not shared with later requests: the next one reads again
+        fake.gate, fake.fail, fake.value = None, 1, b"v2"
+        fake.now = 5.0
+        with pytest.raises(RedisConnectionError):
+            await reads.get("k")
+        after = await reads.get("k")
+        return [b.raw if b else None for b in bodies] + [after.raw if after else None]
+
+    assert asyncio.run(scenario()) == [b"v0", b"v0", b"v0", b"v2"]
+    assert fake.reads == 3  # one shared read, the failed one, the retry
+
+
+def test_fresh_reads_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastpath, "MAX_KEYS", 50)
+    fake = FakeRedis()
+    reads = FreshReads(fake.fetch, max_age_s=10.0, clock=lambda: fake.now)
+
+    async def scenario() -> None:
+        for i in range(500):
+            fake.now = i * 0.001
+            await reads.get(f"k{i}")
+
+    asyncio.run(scenario())
+    assert len(reads._reads) <= 50
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.integers(0, 3000), st.booleans()), min_size=1, max_size=60),
+       max_age_us=st.sampled_from([0, 500, 2000]))
+def test_fresh_reads_never_serve_older_than_the_bound(steps: list[tuple[int, bool]],
+                                                      max_age_us: int) -> None:
+    """Whatever the timing of writes and requests, a response is a value Redis held at some
+    instant in [request time - max_age, request time]."""
+    fake = FakeRedis()  # the clock counts whole microseconds: exact, no float rounding
+    reads = FreshReads(fake.fetch, max_age_s=max_age_us, clock=lambda: fake.now)
+    history = [(float("-inf"), 0)]  # (time, version) of every write
+
+    def version_at(t: float) -> int:
+        return max(v for when, v in history if when <= t)
+
+    async def scenario() -> None:
+        for dt_us, write in steps:
+            fake.now += dt_us
+            if write:
+                history.append((fake.now, history[-1][1] + 1))
+                fake.value = b"v%d" % history[-1][1]
+                continue
+            body = await reads.get("k")
+            assert body is not None
+            served = int(body.raw[1:])
+            assert version_at(fake.now - max_age_us) <= served <= version_at(fake.now)
+        if max_age_us and len(steps) > 3 and all(dt == 0 for dt, _ in steps):
+            assert fake.reads <= 1  # simultaneous requests share one read
+
+    asyncio.run(scenario())
+
+
+def test_fast_path_agrees_with_the_fastapi_route(http: httpx.Client) -> None:
+    """Queries the fast path declines (odd spellings, extra parameters) go to FastAPI; both must
+    give the same answer, and out-of-range depths stay 422."""
+    fast = http.get("/v1/book/binance/ETH-USDT", params={"depth": 3})
+    slow = http.get("/v1/book/binance/ETH-USDT?depth=03&unused=1")
+    assert fast.status_code == slow.status_code == 200
+    assert fast.content == slow.content and fast.headers["etag"] == slow.headers["etag"]
+    assert http.get("/v1/book/binance/ETH-USDT", params={"depth": 1000}).status_code == 200
+    assert http.get("/v1/book/binance/ETH-USDT", params={"depth": 1001}).status_code == 422
+    head = http.head("/v1/book/binance/ETH-USDT")
+    assert head.status_code == 405  # not served by the fast path either
+
+
+def test_book_reads_after_a_write_see_it_within_the_bound(
+        http: httpx.Client, stored: tuple[str, list[dict[str, Any]]]) -> None:
+    url, _ = stored
+    bound_s = ApiSettings().book_max_age_ms / 1000
+    for seq in range(2, 6):
+        fill(url, [book_record("fresh", "BOOK-USDT", seq, seq)])
+        written = time.monotonic()
+        while time.monotonic() <= written + bound_s:  # the documented bound, then it must show
+            http.get("/v1/book/fresh/BOOK-USDT")
+        assert http.get("/v1/book/fresh/BOOK-USDT").json()["seq"] == seq
+
+
+def test_book_when_redis_is_down_is_a_503() -> None:
+    with serving(create_app(f"redis://127.0.0.1:{free_port()}/0")) as base:
+        r = httpx.get(f"{base}/v1/book/binance/ETH-USDT", timeout=10)
+    assert r.status_code == 503 and "redis unavailable" in r.json()["detail"]
