@@ -32,6 +32,7 @@ __all__ = [
     "book_key",
     "candle_key",
     "candle_version",
+    "conflate",
     "read_book",
     "read_candles",
     "read_ticker",
@@ -93,6 +94,23 @@ def candle_version(rec: dict[str, Any]) -> int:
     return 2 * int(rec["n"]) + (1 if rec["closed"] else 0)
 
 
+def conflate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Keep the last record of each book, ticker and candle in a batch, in order.
+
+    Records of one key come from one worker in order, so the last is the newest: the ones before
+    it would be overwritten within the same pipeline anyway. A flow that keeps up writes batches
+    of one record per key and loses nothing; one catching up on a backlog writes (and publishes)
+    the latest state instead of replaying every intermediate one, as market data consumers want.
+    """
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rec in records:
+        kind = rec.get("type")
+        k = (kind, rec.get("ex"), rec.get("sym"), rec.get("iv"), rec.get("t"))
+        latest.pop(k, None)  # re-insert: the batch order follows the last occurrences
+        latest[k] = rec
+    return list(latest.values())
+
+
 class _Writer:
     """Pipelined, scripted writes for one worker; retries transient connection errors."""
 
@@ -105,7 +123,7 @@ class _Writer:
         self.skipped = 0
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        batch = list(records)
+        batch = conflate(records)
         if not batch:
             return
         for attempt in range(8):

