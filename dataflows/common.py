@@ -118,7 +118,7 @@ class _Logic(StatefulBatchLogic[Message, Batch, bytes]):
                 self.wall = _now_ms()
         return e
 
-    def on_batch(self, values: list[Message]) -> tuple[list[dict[str, Any]], bool]:
+    def on_batch(self, values: list[Message]) -> tuple[list[Batch], bool]:
         out: list[dict[str, Any]] = []
         if self.state is None:
             self.key = _message_key(values[0])
@@ -142,14 +142,14 @@ class _Logic(StatefulBatchLogic[Message, Batch, bytes]):
         at = self.wall + max(0, d - self.max_ts)
         return datetime.fromtimestamp(at / 1000, tz=UTC)
 
-    def on_notify(self) -> tuple[list[dict[str, Any]], bool]:
+    def on_notify(self) -> tuple[list[Batch], bool]:
         if self.state is None:
             return [], StatefulBatchLogic.RETAIN
         out = self.state.advance(self.max_ts + max(0, _now_ms() - self.wall))
         metrics.count_batch(self.flow, 0, out)
         return _batched(out), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[dict[str, Any]], bool]:
+    def on_eof(self) -> tuple[list[Batch], bool]:
         if self.state is None:
             return [], StatefulBatchLogic.RETAIN
         out = self.state.flush()
