@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SYMS = ["AAA-USD", "BBB-USD", "CCC-USD", "DDD-USD", "EEE-USD"]
 IVS = ["1m", "5m"]
 T0 = 1_700_000_000_000
-N_EVENTS = 12_000
+N_EVENTS = 30_000
 BATCH = 20  # small batches: the run lasts a few seconds, so kills land mid-stream
 
 
@@ -206,11 +206,11 @@ def _epochs(store: Path) -> int:
 def _kill_point(cluster: Cluster, rng: random.Random, watcher: Watcher) -> None:
     """A random point: after some Redis progress, or right as a new snapshot epoch lands."""
     if rng.random() < 0.5:
-        target = _epochs(cluster.store) + rng.randint(1, 2)
+        target = _epochs(cluster.store) + 1
         wait_until(lambda: _epochs(cluster.store) >= target or not cluster.alive(), 60,
                    interval=0.01, message="a new snapshot epoch")
     else:
-        target = watcher.polls + rng.randint(5, 60)
+        target = watcher.polls + rng.randint(3, 25)
         wait_until(lambda: watcher.polls >= target or not cluster.alive(), 60, interval=0.01,
                    message="some progress")
 
