@@ -69,10 +69,10 @@ def flow_records(events: str = str(CANONICAL)) -> tuple[dict[str, Any], ...]:
 def fill(url: str, records: Iterable[dict[str, Any]], retention: int = 1440) -> int:
     """Write ``records`` with the flows' own Redis writer; returns how many changed state.
 
-    Every book is published, as by a flow that keeps up (one book per symbol per write batch):
+    Every record is published, as by a flow that keeps up (one record per key per write batch):
     the WebSocket tests need each one on the channel.
     """
-    writer = _Writer(url, retention, conflate_books=False)
+    writer = _Writer(url, retention, conflated=False)
     try:
         batch: list[dict[str, Any]] = []
         for rec in records:

@@ -95,23 +95,22 @@ def candle_version(rec: dict[str, Any]) -> int:
 
 
 def conflate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep only the last book record of each symbol in a batch; everything else in order.
+    """Keep only the last record of each book, ticker and candle in a batch, in order.
 
-    Records of one key come from one worker in order, so the last book is the newest: the ones
-    before it would be overwritten within the same pipeline anyway. A flow that keeps up writes
-    one book per symbol and batch and loses nothing; one catching up on a backlog writes (and
-    publishes) the latest book instead of every intermediate one, as book consumers want (the
-    API conflates books per client too). Tickers and candles are all written and published.
+    Records of one key come from one worker in order, so the last is the newest: the ones before
+    it would be overwritten within the same pipeline anyway. A flow that keeps up writes one
+    record per key and batch and loses nothing; one catching up on a backlog writes (and
+    publishes) the latest state instead of every intermediate one, as consumers of market state
+    want (the API conflates books per client too).
     """
     out: list[dict[str, Any] | None] = []
-    last: dict[tuple[str, str], int] = {}
+    last: dict[tuple[Any, ...], int] = {}
     for rec in records:
-        if rec.get("type") == "book":
-            k = (rec["ex"], rec["sym"])
-            i = last.get(k)
-            if i is not None:
-                out[i] = None
-            last[k] = len(out)
+        k = (rec.get("type"), rec.get("ex"), rec.get("sym"), rec.get("iv"), rec.get("t"))
+        i = last.get(k)
+        if i is not None:
+            out[i] = None
+        last[k] = len(out)
         out.append(rec)
     return [r for r in out if r is not None]
 
@@ -119,9 +118,9 @@ def conflate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 class _Writer:
     """Pipelined, scripted writes for one worker; retries transient connection errors."""
 
-    def __init__(self, url: str, retention: int, conflate_books: bool = True) -> None:
+    def __init__(self, url: str, retention: int, conflated: bool = True) -> None:
         self.client = redis.Redis.from_url(url)
-        self.conflate_books = conflate_books
+        self.conflated = conflated
         self.latest = self.client.register_script(_LATEST)
         self.candle = self.client.register_script(_CANDLE)
         self.retention = retention
@@ -129,7 +128,7 @@ class _Writer:
         self.skipped = 0
 
     def write(self, records: Iterable[dict[str, Any]]) -> None:
-        batch = conflate(records) if self.conflate_books else list(records)
+        batch = conflate(records) if self.conflated else list(records)
         if not batch:
             return
         for attempt in range(8):
