@@ -86,6 +86,15 @@ def fill(url: str, records: Iterable[dict[str, Any]], retention: int = 1440) -> 
         writer.client.close()
 
 
+def filled_test_db(redis_url: str) -> tuple[str, list[dict[str, Any]]]:
+    """The test database, emptied and filled with the replayed session's records."""
+    url = db_url(redis_url)
+    wipe(url)
+    records = list(flow_records())
+    fill(url, records)
+    return url, records
+
+
 def book_record(ex: str, sym: str, seq: int, ts: int, *, status: str = "ok", mid: int = 100_000,
                 levels: int = 20) -> dict[str, Any]:
     """A book record as the book flow prints one: prices around ``mid``/100 with 2 decimals,

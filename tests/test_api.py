@@ -23,7 +23,7 @@ from api import fastpath
 from api.app import ApiSettings, create_app
 from api.fastpath import FreshReads
 from api.server import serving
-from api.testing import book_record, db_url, fill, flow_records, wipe
+from api.testing import book_record, fill, filled_test_db
 from tests.util import free_port
 
 pytestmark = pytest.mark.integration
@@ -31,11 +31,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def stored(redis_url: str) -> tuple[str, list[dict[str, Any]]]:
-    url = db_url(redis_url)
-    wipe(url)
-    records = list(flow_records())
-    fill(url, records)
-    return url, records
+    return filled_test_db(redis_url)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from selenium.webdriver.common.by import By
 
 from api.app import create_app
 from api.server import serving
-from api.testing import db_url, fill, flow_records, wipe
+from api.testing import fill, filled_test_db
 from tests.util import wait_until
 
 pytestmark = pytest.mark.integration
@@ -32,11 +32,7 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 @pytest.fixture(scope="module")
 def filled(redis_url: str) -> tuple[str, list[dict[str, Any]]]:
-    url = db_url(redis_url)
-    wipe(url)
-    records = list(flow_records())
-    fill(url, records)
-    return url, records
+    return filled_test_db(redis_url)
 
 
 @pytest.fixture(scope="module")
