@@ -71,6 +71,7 @@ DEFAULT_ENDPOINTS: dict[str, Endpoint] = {
     "bybit": Endpoint("wss://stream.bybit.com/v5/public/spot"),
     "coinbase": Endpoint("wss://advanced-trade-ws.coinbase.com"),
     "kraken": Endpoint("wss://ws.kraken.com"),
+    "kraken_v2": Endpoint("wss://ws.kraken.com/v2"),
     "okx": Endpoint("wss://ws.okx.com:8443/ws/v5/public"),
 }
 

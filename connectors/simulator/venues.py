@@ -21,12 +21,13 @@ from typing import Any
 import orjson
 
 from connectors.exchanges.base import to_symbol
-from connectors.exchanges.kraken import kraken_checksum, kraken_symbol
+from connectors.exchanges.kraken import kraken_checksum, kraken_symbol, kraken_v2_checksum
 from connectors.exchanges.okx import okx_checksum
 from operators.events import BookEvent, decode_obj
+from operators.fixed import decimals
 from operators.orderbook import Book
 
-__all__ = ["VENUES", "Out", "Venue", "make_venue"]
+__all__ = ["VARIANTS", "VENUES", "Out", "Venue", "json_number", "make_venue"]
 
 Levels = list[list[str]]
 
@@ -404,6 +405,145 @@ class KrakenVenue(Venue):
         return f'{text[:m.start()]}"c":"{wrong}"{text[m.end():]}'
 
 
+# -- Kraken v2 -----------------------------------------------------------------------------------
+_KRAKEN_V2_C = re.compile(r'"checksum":(\d+)')
+
+
+def json_number(text: str) -> str:
+    """A decimal string as a JSON number the way a float printer shows it (Kraken v2).
+
+    Trailing zeros go (``"0.5660"`` -> ``0.566``); below 1e-4 the exponent form appears, as
+    Python's ``repr`` would print it (``"0.00001200"`` -> ``1.2e-05``): the handler must read both
+    exactly. Pure string work: never a float.
+
+    >>> json_number("0.5660"), json_number("5.00000000"), json_number("0.00001200")
+    ('0.566', '5', '1.2e-05')
+    """
+    whole, _, frac = text.partition(".")
+    frac = frac.rstrip("0")
+    if whole.strip("0") or not frac or len(frac) - len(frac.lstrip("0")) < 4:
+        return f"{whole}.{frac}" if frac else whole
+    digits = frac.lstrip("0")
+    exp = len(frac) - len(digits) + 1
+    return f"{digits[0]}.{digits[1:]}e-{exp:02d}" if len(digits) > 1 else f"{digits}e-{exp:02d}"
+
+
+def _v2_levels(levels: Levels) -> str:
+    return "[" + ",".join(f'{{"price":{json_number(p)},"qty":{json_number(q)}}}'
+                          for p, q in levels) + "]"
+
+
+class KrakenV2Venue(Venue):
+    """WebSocket v2 ``book`` (snapshot/update with ``checksum``), ``trade``, ``instrument``.
+
+    Prices and quantities go out as JSON numbers (:func:`json_number`), so a client must know
+    each pair's precision: the ``instrument`` channel announces ``price_precision`` (2) and
+    ``qty_precision`` (8), what the synthetic source prints. A change printed with more decimals
+    widens the precision and is announced by an ``instrument`` update first (Kraken does the same
+    when it changes a pair's precision). Like :class:`KrakenVenue`, the true book must stay
+    within the subscribed depth.
+    """
+
+    exchange = "kraken_v2"
+    has_checksum = True
+    price_dp = 2
+    qty_dp = 8
+
+    def __init__(self, symbols: list[str]) -> None:
+        super().__init__(symbols)
+        self.depth = 10
+        self.prec: dict[str, tuple[int, int]] = {s: (self.price_dp, self.qty_dp)
+                                                 for s in symbols}
+
+    def native(self, sym: str) -> str:
+        return sym.replace("-", "/")
+
+    def canonical(self, native: str) -> str:
+        return kraken_symbol(native)
+
+    def welcome(self) -> list[str]:
+        return [_dumps({"channel": "status", "type": "update", "data": [
+            {"version": "2.0.0", "system": "online", "api_version": "v2",
+             "connection_id": 1}]})]
+
+    def _instrument(self, kind: str, syms: list[str]) -> str:
+        pairs = [{"symbol": self.native(s), "base": s.split("-")[0], "quote": s.split("-")[1],
+                  "status": "online", "price_precision": self.prec[s][0],
+                  "qty_precision": self.prec[s][1]} for s in syms]
+        return _dumps({"channel": "instrument", "type": kind,
+                       "data": {"assets": [], "pairs": pairs}})
+
+    def on_message(self, msg: Any) -> tuple[list[str], list[str]]:
+        method, req = msg.get("method"), msg.get("req_id")
+        if method == "ping":
+            return [], [_dumps({"method": "pong", "req_id": req})]
+        if method != "subscribe":
+            return [], [_dumps({"method": method, "success": False, "req_id": req,
+                                "error": "simulator: unsupported method"})]
+        params = msg["params"]
+        channel = params["channel"]
+        if channel == "instrument":
+            ack = {"method": "subscribe", "result": {"channel": "instrument", "snapshot": True},
+                   "success": True, "req_id": req}
+            return [], [_dumps(ack), self._instrument("snapshot", self.symbols)]
+        if channel == "book":
+            self.depth = int(params.get("depth", 10))
+        syms, acks = [], []
+        for pair in params["symbol"]:
+            sym = self.canonical(pair)
+            result: dict[str, Any] = {"channel": channel, "symbol": pair}
+            if channel == "book":
+                result["depth"] = self.depth
+                syms.append(sym)
+            acks.append(_dumps({"method": "subscribe", "result": result, "success": True,
+                                "req_id": req}))
+        return syms, acks
+
+    def _checksum(self, sym: str) -> int:
+        b, (pdp, qdp) = self.books[sym], self.prec[sym]
+        return kraken_v2_checksum(b.top(10, "asks"), b.top(10, "bids"), pdp, qdp)
+
+    def _book(self, sym: str, ts: int, kind: str, bids: Levels, asks: Levels) -> Out:
+        text = (f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{self.native(sym)}",'
+                f'"bids":{_v2_levels(bids)},"asks":{_v2_levels(asks)},'
+                f'"checksum":{self._checksum(sym)},"timestamp":"{_iso(ts)}"}}]}}')
+        return Out("book", sym, text)
+
+    def snapshot(self, sym: str, ts: int) -> list[Out]:
+        t = self.truth(sym)
+        return [self._book(sym, ts, "snapshot", t["bids"][: self.depth],
+                           t["asks"][: self.depth])]
+
+    def update(self, sym: str, ts: int, prev: int, seq: int, bids: Levels,
+               asks: Levels) -> list[Out]:
+        pdp, qdp = self.prec[sym]
+        levels = bids + asks
+        wider = (max([pdp, *(decimals(p) for p, _ in levels)]),
+                 max([qdp, *(decimals(q) for _, q in levels)]))
+        outs = []
+        if wider != (pdp, qdp):
+            self.prec[sym] = wider
+            outs.append(Out("ctl", sym, self._instrument("update", [sym])))
+        outs.append(self._book(sym, ts, "update", bids, asks))
+        return outs
+
+    def trade(self, sym: str, ts: int, tid: int, px: str, qty: str, side: str) -> list[Out]:
+        text = (f'{{"channel":"trade","type":"update","data":[{{"symbol":"{self.native(sym)}",'
+                f'"side":"{side}","price":{json_number(px)},"qty":{json_number(qty)},'
+                f'"ord_type":"limit","trade_id":{tid},"timestamp":"{_iso(ts)}"}}]}}')
+        return [Out("trade", sym, text)]
+
+    def heartbeat(self) -> str:
+        return '{"channel":"heartbeat"}'
+
+    def bad_checksum(self, text: str) -> str | None:
+        m = _KRAKEN_V2_C.search(text)
+        if m is None:
+            return None
+        wrong = (int(m.group(1)) + 1) % (1 << 32)
+        return f"{text[:m.start()]}\"checksum\":{wrong}{text[m.end():]}"
+
+
 # -- OKX -----------------------------------------------------------------------------------------
 class OkxVenue(Venue):
     """v5 public ``books`` (snapshot/update with ``seqId``, ``prevSeqId``, checksum), ``trades``."""
@@ -466,8 +606,16 @@ VENUES: dict[str, type[Venue]] = {
 }
 
 
+# Other protocols of an exchange already in VENUES: served on request only, never by default
+# ("all venues"), since their events share the exchange's ``ex:SYM`` keys.
+VARIANTS: dict[str, type[Venue]] = {
+    "kraken_v2": KrakenV2Venue,
+}
+
+
 def make_venue(exchange: str, symbols: list[str]) -> Venue:
-    cls = VENUES.get(exchange)
+    cls = VENUES.get(exchange) or VARIANTS.get(exchange)
     if cls is None:
-        raise ValueError(f"no simulated venue {exchange!r}; one of {', '.join(sorted(VENUES))}")
+        names = ", ".join(sorted({*VENUES, *VARIANTS}))
+        raise ValueError(f"no simulated venue {exchange!r}; one of {names}")
     return cls(symbols)
