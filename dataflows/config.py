@@ -36,7 +36,7 @@ class CommonConfig:
     group_id: str = ""
     start: str = "earliest"  # earliest | latest | a timestamp in ms since the epoch
     stop_at_end: bool = False  # stop at the end of each partition (backfills, benchmarks)
-    batch_size: int = 1000
+    batch_size: int = 5000  # Kafka messages per source batch: consume() returns what waits
     metrics_port: int = 0  # 0: no Prometheus endpoint
     metrics_addr: str = "127.0.0.1"  # 0.0.0.0 in containers, so Prometheus can scrape
     log_level: str = "INFO"

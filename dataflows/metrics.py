@@ -40,10 +40,16 @@ def _reason_class(reason: str) -> str:
     return " ".join(head.split()[:4])[:48]
 
 
+_EVENTS_IN: dict[str, Any] = {}  # flow -> its EVENTS_IN child: labels() costs ~1 µs a call
+
+
 def count_batch(flow: str, n_in: int, out: list[dict[str, Any]]) -> None:
     """Count one batch: per type and per book once, not per record (labels() is not free)."""
     if n_in:
-        EVENTS_IN.labels(flow).inc(n_in)
+        child = _EVENTS_IN.get(flow)
+        if child is None:
+            child = _EVENTS_IN[flow] = EVENTS_IN.labels(flow)
+        child.inc(n_in)
     if not out:
         return
     kinds: dict[str, int] = {}

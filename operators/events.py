@@ -10,6 +10,17 @@ string (printed back untouched) and as exact fixed-point units (see :mod:`operat
 ('binance:BTC-USDT', '43000.10', 43000100000000000000000)
 >>> decode(b'{"type":"trade","ex":"binance"}').reason
 'trade: missing field sym'
+
+Canonical trades take a fast path; any other spelling of the same JSON decodes to the same trade:
+
+>>> canon = (b'{"type":"trade","ex":"okx","sym":"ETH-USDT","ts":5,"rts":6,"id":"a b",'
+...          b'"px":"2.50","qty":"1","side":"sell"}')
+>>> _fast_trade(canon.decode()) is not None, _fast_trade(canon.decode().replace(":", ": "))
+(True, None)
+>>> decode(canon) == decode(canon.decode().replace(":", ": ")) == decode_obj(orjson.loads(canon))
+True
+>>> decode(canon.replace(b'"1"', b'"-1"')).reason  # fast path declines, full path words it
+"trade: quantity must be positive, got '-1'"
 """
 
 from __future__ import annotations
@@ -196,7 +207,7 @@ def _trade(obj: dict[str, Any]) -> Trade:
     if qu <= 0:
         raise _Invalid(f"trade: quantity must be positive, got {qty!r}")
     side = obj.get("side")
-    if side not in SIDES:
+    if type(side) is not str or side not in SIDES:  # a list here is unhashable
         raise _Invalid(f"trade: side must be buy or sell, got {side!r:.40}")
     return Trade(ex, sym, ts, rts, tid, px, qty, side, pu, qu, pdp, qdp)
 
@@ -204,7 +215,7 @@ def _trade(obj: dict[str, Any]) -> Trade:
 def _book(obj: dict[str, Any]) -> BookEvent:
     ex, sym, ts, rts = _header(obj, "book")
     action = obj.get("action")
-    if action not in ACTIONS:
+    if type(action) is not str or action not in ACTIONS:
         raise _Invalid(f"book: unknown action {action!r:.40}")
     seq = _int(obj, "seq", "book")
     prev = _int(obj, "prev_seq", "book", optional=True)
@@ -233,8 +244,46 @@ def decode_obj(obj: Any, raw: str = "") -> Event | DeadLetter:
         return DeadLetter(str(e), raw or orjson.dumps(obj).decode(), key)
 
 
+# The canonical trade exactly as ingestion prints it (field order of ``encode_trade``, compact, no
+# escapes, integers that fit 64 bits). Whatever matches is valid JSON that ``orjson`` would decode
+# to these same strings and integers, and its ``ex``/``sym`` pass ``_EX``/``_SYM``: ``decode``
+# then checks only the numbers. Everything else (other shapes, spacing, escapes, non-ASCII, any
+# failed check) takes the full path below, which alone words the dead-letter reasons.
+_FAST_TRADE = re.compile(
+    r'\{"type":"trade","ex":"([a-z0-9_]+)","sym":"([A-Z0-9]+-[A-Z0-9]+)",'
+    r'"ts":(0|[1-9][0-9]{0,17}),"rts":(0|[1-9][0-9]{0,17}),"id":"([ !#-\[\]-~]+)",'
+    r'"px":"([0-9.]+)","qty":"([0-9.]+)","side":"(buy|sell)"\}[ \t\r\n]*\Z'
+)
+
+
+def _fast_trade(text: str) -> Trade | None:
+    """The common well-formed trade without building a dict: ~2x cheaper than the full path.
+    ``None`` means "not sure": the caller decodes it the long way."""
+    m = _FAST_TRADE.match(text)
+    if m is None:
+        return None
+    ex, sym, ts, rts, tid, px, qty, side = m.groups()
+    try:
+        pu, pdp = _parse(px)
+        qu, qdp = _parse(qty)
+    except DecimalError:
+        return None
+    if pu <= 0 or qu <= 0:
+        return None
+    return Trade(ex, sym, int(ts), int(rts), tid, px, qty, side, pu, qu, pdp, qdp)
+
+
 def decode(raw: bytes | str) -> Event | DeadLetter:
-    """Decode one Kafka value or file line."""
+    """Decode one Kafka value or file line (well-formed trades by a fast path, same result)."""
+    if type(raw) is bytes:
+        try:
+            e = _fast_trade(raw.decode())
+        except UnicodeDecodeError:
+            e = None
+    else:
+        e = _fast_trade(raw) if type(raw) is str else None
+    if e is not None:
+        return e
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
