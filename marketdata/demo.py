@@ -53,6 +53,12 @@ def _produced(cfg: CommonConfig) -> int:
         c.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _spawn(name: str, cmd: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
     log = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -155,7 +161,10 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
             procs[flow] = _spawn(flow, [sys.executable, "-m", "bytewax.run",
                                         f"dataflows.{flow}:flow"],
                                  {**env, "MD_GROUP_ID": f"marketdata-demo-{flow}",
-                                  "MD_METRICS_PORT": str(9100 + i)}, logs)
+                                  "MD_METRICS_PORT": str(9100 + i),
+                                  # Bytewax's own metrics: one free port per process
+                                  "BYTEWAX_DATAFLOW_API_ENABLED": "1",
+                                  "BYTEWAX_DATAFLOW_API_PORT": str(_free_port())}, logs)
         api = f"http://127.0.0.1:{api_port}/?ex=binance&sym=ETH-USDT"
         _say(f"starting the API: {api}")
         procs["api"] = _spawn("api", [sys.executable, "-m", "marketdata.cli", "api",
