@@ -17,9 +17,10 @@ import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from connectors.kafka import Message
+
 __all__ = ["DiscardSink", "JsonLinesSink", "ReplaySource", "open_lines"]
 
-Message = tuple[bytes | None, bytes, int]
 _KNOWN_TYPES = frozenset({"book", "trade"})
 
 

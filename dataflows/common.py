@@ -23,6 +23,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
+from connectors.kafka import Message
 from dataflows import metrics
 from operators.events import BookEvent, DeadLetter, Trade, decode
 
@@ -30,7 +31,6 @@ __all__ = ["KeyedState", "build_flow", "live_flow", "replay_flow"]
 
 log = logging.getLogger(__name__)
 
-Message = tuple[bytes | None, bytes, int]
 
 
 class KeyedState(Protocol):
@@ -266,5 +266,3 @@ def live_flow(name: str, cfg: Any, topic: str, kind: type,
                       RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic("deadletter")), live=True,
                       extra=extra)
 
-
-KINDS = {"book": BookEvent, "trade": Trade}

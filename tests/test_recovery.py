@@ -26,6 +26,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from connectors.kafka import Message
 from dataflows import candles, orderbook, ticker
 from dataflows.common import build_flow
 from dataflows.config import BookConfig, CandleConfig, TickerConfig
@@ -33,7 +34,6 @@ from operators.events import BookEvent, Trade
 from recovery import cli, stores
 
 ROOT = Path(__file__).resolve().parent.parent
-Message = tuple[bytes | None, bytes, int]
 
 FLOWS: dict[str, tuple[type, Any]] = {
     "orderbook": (BookEvent, orderbook.state_factory(BookConfig(depth=5, emit_interval_ms=50))),
@@ -179,6 +179,8 @@ def _resume_property(flow: str, msgs: list[Message], cuts: list[int], batch: int
 
 
 def _identity(r: dict[str, Any]) -> tuple[Any, ...]:
+    if r["type"] == "deadletter":  # each rejected input is its own: there is no "newest" one
+        return ("deadletter", r["key"], r["raw"], r["reason"])
     return (r["type"], r.get("ex"), r.get("sym"), r.get("iv"), r.get("t"))
 
 
