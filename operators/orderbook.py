@@ -159,6 +159,19 @@ class Book:
                 while len(side) > self.max_levels:
                     side.popitem(-1)
 
+    def cut(self, side: str, depth: int) -> list[tuple[str, str]]:
+        """Drop the levels of ``side`` beyond the best ``depth``; return them as ``(px, qty)``.
+
+        For feeds that truncate their book to the subscribed depth (Kraken), which must publish
+        the cut levels as deletions.
+        """
+        book = self.bids if side == "bids" else self.asks
+        out = []
+        while len(book) > depth:
+            _, (px, _, qty) = book.popitem(-1)
+            out.append((px, qty))
+        return out
+
     # -- reads -------------------------------------------------------------------------------
     def crossed(self) -> bool:
         return bool(self.bids) and bool(self.asks) and -self.bids.peekitem(0)[0] >= \

@@ -129,9 +129,8 @@ class KrakenHandler(Handler):
     @staticmethod
     def _truncate(book: Any, d: dict[str, Any], depth: int) -> None:
         """Cut each side to ``depth`` levels, appending the cuts to ``d`` as deletions."""
-        for side, name in ((book.bids, "bids"), (book.asks, "asks")):
-            while len(side) > depth:
-                _, (px, _, qty) = side.popitem(-1)
+        for name in ("bids", "asks"):
+            for px, qty in book.cut(name, depth):
                 dp = len(qty) - qty.index(".") - 1 if "." in qty else 0
                 d[name].append([px, "0." + "0" * dp if dp else "0"])
 
@@ -320,7 +319,5 @@ class KrakenV2Handler(Handler):
 
     def _cut(self, book: Any, ev: dict[str, Any], zero: str) -> None:
         """Cut each side to the subscribed depth, appending the cuts to ``ev`` as deletions."""
-        for side, name in ((book.bids, "bids"), (book.asks, "asks")):
-            while len(side) > self.depth:
-                _, (px, _, _) = side.popitem(-1)
-                ev[name].append([px, zero])
+        for name in ("bids", "asks"):
+            ev[name] += [[px, zero] for px, _ in book.cut(name, self.depth)]
