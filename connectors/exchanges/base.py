@@ -27,13 +27,15 @@ from typing import Any
 
 import orjson
 
-from operators.events import DeadLetter, decode_obj
+from operators.events import BookEvent, DeadLetter, Level, decode_obj
+from operators.fixed import DecimalError, parse
 from operators.orderbook import CROSSED, GAP, Book
 
 __all__ = [
     "QUOTES",
     "STAGE",
     "Handler",
+    "book_levels",
     "crc32_signed",
     "iso_to_ms",
     "sec_to_ms",
@@ -84,17 +86,104 @@ def sec_to_ns(text: str) -> int:
 def iso_to_ms(text: str) -> int:
     """Milliseconds (floor) of an ISO-8601 UTC time such as ``2021-04-17T16:43:37.075687Z``."""
     date, _, clock = text.rstrip("Z").partition("T")
-    y, mo, d = date.split("-")
     hms, _, frac = clock.partition(".")
     h, mi, s = hms.split(":")
-    secs = calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0))
+    secs = _day_start(date) + int(h) * 3600 + int(mi) * 60 + int(s)
     return secs * 1000 + int((frac + "000")[:3])
+
+
+@functools.lru_cache(maxsize=64)
+def _day_start(date: str) -> int:
+    """Epoch seconds of ``YYYY-MM-DD`` at midnight UTC (every frame of a day repeats it)."""
+    y, mo, d = date.split("-")
+    return calendar.timegm((int(y), int(mo), int(d), 0, 0, 0, 0, 0, 0))
 
 
 def crc32_signed(text: str) -> int:
     """CRC32 as a signed 32-bit int (OKX prints it that way)."""
     v = zlib.crc32(text.encode())
     return v - (1 << 32) if v & 0x80000000 else v
+
+
+# Exact units of the price and quantity strings seen so far. Books repeat the same strings all the
+# time, so each is parsed once; only valid ones enter (prices > 0, quantities >= 0), so a hit is
+# also a validation. Bounded: cleared when full, as they are only a cache.
+_PX: dict[str, int] = {}
+_QTY: dict[str, int] = {}
+_MEMO_MAX = 200_000
+
+
+def _units(text: Any, memo: dict[str, int], least: int) -> int | None:
+    """Units of a decimal string of at least ``least`` (the floor of ``memo``), or ``None``."""
+    if type(text) is not str:
+        return None
+    u = memo.get(text)
+    if u is None:
+        try:
+            u = parse(text)[0]
+        except DecimalError:
+            return None
+        if u < least:
+            return None
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[text] = u
+    return u
+
+
+def px_units(text: Any) -> int | None:
+    """Units of a valid price (a decimal string > 0), else ``None``."""
+    return _units(text, _PX, 1)
+
+
+def qty_units(text: Any) -> int | None:
+    """Units of a valid quantity (a decimal string >= 0), else ``None``."""
+    return _units(text, _QTY, 0)
+
+
+def book_levels(raw: Any) -> list[Level] | None:
+    """The :data:`Level`\\ s of ``[[px, qty], ...]`` as ``decode_obj`` would build them.
+
+    ``None`` when anything is off (not a list of lists, a bad decimal, a price not positive, a
+    negative quantity): the caller then lets ``decode_obj`` word the reason. Pairs of known
+    strings take one list comprehension of dict lookups.
+    """
+    try:
+        for lv in raw:
+            if type(lv) is not list:
+                return None
+        pxs, qtys = _PX, _QTY
+        return [(pxs[px], px, qtys[qty], qty) for px, qty in raw]
+    except (KeyError, TypeError, ValueError):  # a new string, or levels with extra fields
+        pass
+    if type(raw) is not list:
+        return None
+    out: list[Level] = []
+    for lv in raw:
+        if len(lv) < 2:
+            return None
+        px, qty = lv[0], lv[1]
+        pu = px_units(px)
+        qu = qty_units(qty)
+        if pu is None or qu is None:
+            return None
+        out.append((pu, px, qu, qty))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def valid_key(ex: str, sym: str) -> bool:
+    """Whether canonical events accept exchange ``ex`` and symbol ``sym``.
+
+    Asked of ``decode_obj`` itself (on a probe trade), so the fast paths below share its rules.
+    """
+    probe = {"type": "trade", "ex": ex, "sym": sym, "ts": 0, "rts": 0, "id": "0", "px": "1",
+             "qty": "1", "side": "buy"}
+    return not isinstance(decode_obj(probe), DeadLetter)
+
+
+def _uint(v: Any) -> bool:
+    return type(v) is int and v >= 0
 
 
 STAT_NAMES = ("frames", "events", "trades", "book_events", "snapshots", "gaps", "resyncs",
@@ -180,12 +269,19 @@ class Handler:
 
     def _trade(self, sym: str, ts: int, rts: int, tid: str, px: str, qty: str,
                side: str) -> dict[str, Any]:
-        """A validated trade dict in canonical key order (or a dead letter)."""
+        """A validated trade dict in canonical key order (or a dead letter).
+
+        Checked here when every field is plainly valid; anything else goes through
+        ``decode_obj``, which alone words the dead-letter reasons.
+        """
         d = {"type": "trade", "ex": self.exchange, "sym": sym, "ts": ts, "rts": rts, "id": tid,
              "px": px, "qty": qty, "side": side}
-        ev = decode_obj(d)
-        if isinstance(ev, DeadLetter):
-            return self._dead(ev.reason, ev.key)
+        if not (valid_key(self.exchange, sym) and _uint(ts) and _uint(rts) and type(tid) is str
+                and tid and (side == "buy" or side == "sell") and px_units(px)
+                and qty_units(qty)):  # a zero quantity is falsy: decode_obj words it
+            ev = decode_obj(d)
+            if isinstance(ev, DeadLetter):
+                return self._dead(ev.reason, ev.key)
         self.stats["trades"] += 1
         self.stats["events"] += 1
         return d
@@ -195,8 +291,11 @@ class Handler:
                     checksum: int | None = None) -> tuple[dict[str, Any], str]:
         """Build, validate and apply one book event to the handler's own book.
 
-        Returns the dict to emit (or a dead letter) and the :meth:`Book.apply` outcome. A gap, an
-        invalid event or a crossed book marks the symbol out of sync.
+        ``bids``/``asks`` are ``[[px, qty], ...]`` with the exchange's strings, emitted as they
+        are. The :class:`BookEvent` applied is built from them directly when every field is
+        plainly valid (``action`` is the handler's own), else by ``decode_obj`` from
+        the emitted dict. Returns the dict to emit (or a dead letter) and the :meth:`Book.apply`
+        outcome. A gap, an invalid event or a crossed book marks the symbol out of sync.
         """
         d: dict[str, Any] = {"type": "book", "ex": self.exchange, "sym": sym, "ts": ts,
                              "rts": rts, "action": action, "seq": seq}
@@ -206,10 +305,18 @@ class Handler:
         d["asks"] = asks
         if checksum is not None:
             d["checksum"] = checksum
-        ev = decode_obj(d)
-        if isinstance(ev, DeadLetter):
-            self._lose_sync(sym)
-            return self._dead(ev.reason, ev.key), "invalid"
+        lb = book_levels(bids)
+        la = book_levels(asks) if lb is not None else None
+        if (la is not None and valid_key(self.exchange, sym) and _uint(ts) and _uint(rts)
+                and _uint(seq) and (prev_seq is None or _uint(prev_seq))
+                and (checksum is None or type(checksum) is int)):
+            ev = BookEvent(self.exchange, sym, ts, rts, action, seq, prev_seq, lb, la, checksum)
+        else:
+            full = decode_obj(d)
+            if isinstance(full, DeadLetter):
+                self._lose_sync(sym)
+                return self._dead(full.reason, full.key), "invalid"
+            ev = full  # type: ignore[assignment]  # a book dict decodes to a BookEvent
         book = self.book(sym)
         outcome = book.apply(ev)
         if action == "snapshot":
