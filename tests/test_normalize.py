@@ -23,7 +23,7 @@ from connectors.exchanges.kraken import KrakenHandler, kraken_checksum
 from connectors.exchanges.normalize import normalize_file, normalize_files, register
 from connectors.exchanges.okx import OkxHandler, okx_checksum
 from connectors.exchanges.recordings import Frame, read_frames
-from operators.events import decode
+from operators.events import DeadLetter, decode, decode_obj
 from operators.orderbook import Book
 
 DATA = Path("/work/shared/data")
@@ -350,6 +350,84 @@ def test_okx_checksum_of_documented_shape() -> None:
     import zlib
     v = zlib.crc32(b"3366.1:7:3366.8:9:3366:6")
     assert okx_checksum(bids, asks) == (v - (1 << 32) if v >= 1 << 31 else v)
+
+
+# -- the fast paths equal decode_obj ---------------------------------------------------------
+# Handlers build the BookEvent/trade checks straight from the exchange's strings; whatever they
+# accept, emit or refuse must be exactly what validating the emitted dict with decode_obj gives.
+_TEXT = st.sampled_from(["1", "0", "0.00", "2.50", "00.10", "5", "55", "-1", "1e5", "NaN", "",
+                         " 1", "1.0000000000000000001", "43000.10"])
+_ANY = _TEXT | st.integers(-1, 2) | st.floats(allow_nan=False, width=16) | st.none() | \
+    st.booleans()
+_LEVEL = st.lists(_TEXT, min_size=2, max_size=2) | st.lists(_ANY, max_size=3) | _ANY | \
+    st.dictionaries(_TEXT, _TEXT, min_size=2, max_size=2)
+_LEVELS = st.lists(_LEVEL, max_size=4) | _ANY
+_INT = st.integers(0, 3) | _ANY
+_SYMS = st.sampled_from(["BTC-USDT", "ETH-USDT", "btc-usdt", "BTC_USDT", ""])
+
+
+def _book_after(book: Book) -> tuple[Any, ...]:
+    return book.seq, book.status, book.levels("bids"), book.levels("asks")
+
+
+def _check_book_events(events: list[tuple[Any, ...]]) -> None:
+    h = BybitHandler()
+    books: dict[str, Book] = {}
+    for sym, ts, rts, snap, seq, prev, bids, asks, checksum in events:
+        action = "snapshot" if snap else "update"
+        d, outcome = h._book_event(sym, ts, rts, action, seq, prev, bids, asks, checksum)
+        want = {"type": "book", "ex": "bybit", "sym": sym, "ts": ts, "rts": rts,
+                "action": action, "seq": seq}
+        if prev is not None:
+            want["prev_seq"] = prev
+        want.update(bids=bids, asks=asks)
+        if checksum is not None:
+            want["checksum"] = checksum
+        ev = decode_obj(want)
+        if isinstance(ev, DeadLetter):
+            assert outcome == "invalid" and d["type"] == "deadletter"
+            assert (d["reason"], d["key"]) == (ev.reason, ev.key)
+            continue
+        assert orjson.dumps(d) == orjson.dumps(want)
+        assert outcome == books.setdefault(sym, Book()).apply(ev)  # type: ignore[arg-type]
+        assert _book_after(h.books[sym]) == _book_after(books[sym])
+
+
+_SEQ = st.integers(0, 3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["BTC-USDT", "ETH-USDT"]), _SEQ, _SEQ, st.booleans(),
+                          _SEQ, _SEQ | st.none(), _LEVELS, _LEVELS, _SEQ | st.none()),
+                min_size=1, max_size=6))
+def test_book_event_fast_path_equals_decode_obj_levels(events: list[tuple[Any, ...]]) -> None:
+    _check_book_events(events)
+
+
+_PAIRS = st.lists(st.tuples(st.sampled_from(["1", "2.5", "3"]),
+                            st.sampled_from(["0", "1", "0.50"])).map(list), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_SYMS, _INT, _INT, st.booleans(), _INT, _INT | st.none(), _PAIRS,
+                          _PAIRS, _INT | st.none()), min_size=1, max_size=6))
+def test_book_event_fast_path_equals_decode_obj_fields(events: list[tuple[Any, ...]]) -> None:
+    _check_book_events(events)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_SYMS, _INT, _INT, _ANY | st.just("7"), _ANY, _ANY,
+       st.sampled_from(["buy", "sell", "Buy", ""]) | _ANY)
+def test_trade_fast_path_equals_decode_obj(sym: Any, ts: Any, rts: Any, tid: Any, px: Any,
+                                           qty: Any, side: Any) -> None:
+    d = BybitHandler()._trade(sym, ts, rts, tid, px, qty, side)
+    want = {"type": "trade", "ex": "bybit", "sym": sym, "ts": ts, "rts": rts, "id": tid,
+            "px": px, "qty": qty, "side": side}
+    ev = decode_obj(want)
+    if isinstance(ev, DeadLetter):
+        assert (d["type"], d["reason"], d["key"]) == ("deadletter", ev.reason, ev.key)
+    else:
+        assert orjson.dumps(d) == orjson.dumps(want)
 
 
 @pytest.mark.parametrize(("native", "sym"), [("ETHUSDT", "ETH-USDT"), ("xrpusdt", "XRP-USDT"),

@@ -105,48 +105,60 @@ def crc32_signed(text: str) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-# Exact units of the price and quantity strings seen so far. Books repeat the same strings all the
-# time, so each is parsed once; only valid ones enter (prices > 0, quantities >= 0), so a hit is
-# also a validation. Bounded: cleared when full, as they are only a cache.
-_PX: dict[str, int] = {}
-_QTY: dict[str, int] = {}
-_MEMO_MAX = 200_000
+class _Units(dict[str, int]):
+    """Exact units of the decimal strings seen so far, parsed on a miss (a ``KeyError`` for a
+    string that is not a decimal of at least ``least`` units), so a hit is also a validation.
 
+    Books repeat the same price and quantity strings all the time: each is parsed once. Bounded:
+    cleared when full, it is only a cache.
+    """
 
-def _units(text: Any, memo: dict[str, int], least: int) -> int | None:
-    """Units of a decimal string of at least ``least`` (the floor of ``memo``), or ``None``."""
-    if type(text) is not str:
-        return None
-    u = memo.get(text)
-    if u is None:
+    __slots__ = ("least",)
+    MAX = 200_000
+
+    def __init__(self, least: int) -> None:
+        super().__init__()
+        self.least = least
+
+    def __missing__(self, text: Any) -> int:
         try:
             u = parse(text)[0]
         except DecimalError:
-            return None
-        if u < least:
-            return None
-        if len(memo) >= _MEMO_MAX:
-            memo.clear()
-        memo[text] = u
-    return u
+            raise KeyError(text) from None
+        if u < self.least:
+            raise KeyError(text)
+        if len(self) >= self.MAX:
+            self.clear()
+        self[text] = u
+        return u
+
+
+_PX = _Units(1)  # prices: > 0
+_QTY = _Units(0)  # quantities: >= 0
 
 
 def px_units(text: Any) -> int | None:
     """Units of a valid price (a decimal string > 0), else ``None``."""
-    return _units(text, _PX, 1)
+    try:
+        return _PX[text]
+    except (KeyError, TypeError):
+        return None
 
 
 def qty_units(text: Any) -> int | None:
     """Units of a valid quantity (a decimal string >= 0), else ``None``."""
-    return _units(text, _QTY, 0)
+    try:
+        return _QTY[text]
+    except (KeyError, TypeError):
+        return None
 
 
 def book_levels(raw: Any) -> list[Level] | None:
-    """The :data:`Level`\\ s of ``[[px, qty], ...]`` as ``decode_obj`` would build them.
+    """The :data:`Level`\\ s of ``[[px, qty], ...]``, as ``decode_obj`` would build them.
 
-    ``None`` when anything is off (not a list of lists, a bad decimal, a price not positive, a
-    negative quantity): the caller then lets ``decode_obj`` word the reason. Pairs of known
-    strings take one list comprehension of dict lookups.
+    ``None`` when the levels are not plainly valid pairs (not a list of two-element lists, a bad
+    decimal, a price not positive, a negative quantity): the caller then asks ``decode_obj``,
+    which accepts what it accepts and words the reason of the rest.
     """
     try:
         for lv in raw:
@@ -154,21 +166,8 @@ def book_levels(raw: Any) -> list[Level] | None:
                 return None
         pxs, qtys = _PX, _QTY
         return [(pxs[px], px, qtys[qty], qty) for px, qty in raw]
-    except (KeyError, TypeError, ValueError):  # a new string, or levels with extra fields
-        pass
-    if type(raw) is not list:
+    except (KeyError, TypeError, ValueError):
         return None
-    out: list[Level] = []
-    for lv in raw:
-        if len(lv) < 2:
-            return None
-        px, qty = lv[0], lv[1]
-        pu = px_units(px)
-        qu = qty_units(qty)
-        if pu is None or qu is None:
-            return None
-        out.append((pu, px, qu, qty))
-    return out
 
 
 @functools.lru_cache(maxsize=4096)

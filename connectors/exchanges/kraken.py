@@ -40,15 +40,32 @@ def kraken_symbol(pair: str) -> str:
     return f"{_ASSETS.get(base, base)}-{_ASSETS.get(quote, quote)}"
 
 
-def _ck(text: str) -> str:
-    return text.replace(".", "").lstrip("0")
+# Checksum fragment of each price/quantity string seen: a checksum is then a join of cached
+# bytes and one CRC32, not a re-format of 20 levels per update. Bounded like any cache.
+_CK: dict[str, bytes] = {}
+_CK_MAX = 200_000
+
+
+def _ck(text: str) -> bytes:
+    """``text`` without its decimal point and leading zeros, as Kraken checksums it."""
+    b = _CK.get(text)
+    if b is None:
+        b = text.replace(".", "").lstrip("0").encode()
+        if len(_CK) >= _CK_MAX:
+            _CK.clear()
+        _CK[text] = b
+    return b
 
 
 def kraken_checksum(asks: list[list[str]], bids: list[list[str]]) -> int:
-    """CRC32 (unsigned) of the top 10 asks then bids, as Kraken v1 computes it."""
-    parts = [_ck(px) + _ck(qty) for px, qty in asks[:10]]
-    parts += [_ck(px) + _ck(qty) for px, qty in bids[:10]]
-    return zlib.crc32("".join(parts).encode())
+    """CRC32 (unsigned) of the top 10 asks then bids (``[px, qty]`` pairs), as Kraken v1 does."""
+    top = asks[:10] + bids[:10]
+    ck = _CK
+    try:
+        data = b"".join([ck[px] + ck[qty] for px, qty in top])
+    except KeyError:  # a string not seen yet
+        data = b"".join([_ck(px) + _ck(qty) for px, qty in top])
+    return zlib.crc32(data)
 
 
 class KrakenHandler(Handler):
