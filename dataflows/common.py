@@ -25,7 +25,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from connectors.kafka import Message
 from dataflows import metrics
-from operators.events import BookEvent, DeadLetter, Trade, decode
+from operators.events import BookEvent, DeadLetter, Trade, decode, decode_trades
 
 __all__ = ["KeyedState", "build_flow", "live_flow", "replay_flow"]
 
@@ -126,29 +126,45 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
         if self.state is None:
             self.key = _message_key(groups[0][0])
             self.state = self.make_state(self.key)
-        handle = self.state.on_trade if self.kind is Trade else self.state.on_event
-        kind, live = self.kind, self.live
-        ok_ex = ok_sym = None  # the (ex, sym) last seen to spell this key: skips building e.key
         n = 0
         for group in groups:
             n += len(group)
-            for msg in group:
-                e = decode(msg[1])
-                # The common case inline (per message, every call counts); anything else, or the
-                # first event of a batch, goes through _decode, which words the dead letters.
-                if type(e) is not kind or e.ex != ok_ex or e.sym != ok_sym:
-                    e = self._decode(e, msg)
-                    if type(e) is DeadLetter:
-                        out.append(e.record())
-                        continue
-                    ok_ex, ok_sym = e.ex, e.sym
-                elif e.ts > self.max_ts:
-                    self.max_ts = e.ts
-                    if live:
-                        self.wall = _now_ms()
-                out.extend(handle(e))
+            if self.kind is Trade:
+                # A group of canonical trades of this key: decoded in one pass, handed over whole.
+                ex, _, sym = self.key.partition(":")
+                b = decode_trades([msg[1] for msg in group], ex, sym)
+                if b is not None:
+                    top = max(b.ts)
+                    if top > self.max_ts:
+                        self.max_ts = top
+                        if self.live:
+                            self.wall = _now_ms()
+                    out.extend(self.state.on_trades(b))
+                    continue
+            self._each(group, out)
         metrics.count_batch(self.flow, n, out)
         return _batched(out), StatefulBatchLogic.RETAIN
+
+    def _each(self, group: list[Message], out: list[dict[str, Any]]) -> None:
+        """Message by message: book events, and trade groups that are not all canonical."""
+        handle = self.state.on_trade if self.kind is Trade else self.state.on_event
+        kind, live = self.kind, self.live
+        ok_ex = ok_sym = None  # the (ex, sym) last seen to spell this key: skips building e.key
+        for msg in group:
+            e = decode(msg[1])
+            # The common case inline (per message, every call counts); anything else, or the
+            # first event of a group, goes through _decode, which words the dead letters.
+            if type(e) is not kind or e.ex != ok_ex or e.sym != ok_sym:
+                e = self._decode(e, msg)
+                if type(e) is DeadLetter:
+                    out.append(e.record())
+                    continue
+                ok_ex, ok_sym = e.ex, e.sym
+            elif e.ts > self.max_ts:
+                self.max_ts = e.ts
+                if live:
+                    self.wall = _now_ms()
+            out.extend(handle(e))
 
     def notify_at(self) -> datetime | None:
         if not self.live or self.state is None:

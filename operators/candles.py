@@ -68,7 +68,7 @@ from typing import Any
 
 import orjson
 
-from operators.events import DeadLetter, Trade, encode_trade
+from operators.events import DeadLetter, Trade, TradeBatch, encode_trade
 from operators.fixed import SCALE, fmt
 
 __all__ = ["MINUTE", "CandleParams", "CandleState", "parse_interval"]
@@ -134,6 +134,34 @@ def _new(ts: int, px: str, pu: int, qu: int, qdp: int, pdp: int) -> list[Any]:
 
 def _flat(close_u: int, close: str, t: int) -> list[Any]:
     return [t, close, close_u, close, t, close_u, close, t, t, close_u, close, 0, 0, 0, 0, 0]
+
+
+def _add(c: list[Any], ts: int, px: str, pu: int, pdp: int, qu: int, qdp: int) -> None:
+    """Account a trade in the candle ``c`` of its minute (see "Order" above for the ties)."""
+    if ts < c[_O_TS]:
+        c[_O_TS] = ts
+        c[_O] = px
+    hu = c[_H_U]
+    if pu > hu or (pu == hu and ts < c[_H_TS]):
+        c[_H_U] = pu
+        c[_H] = px
+        c[_H_TS] = ts
+    lu = c[_L_U]
+    if pu < lu or (pu == lu and ts < c[_L_TS]):
+        c[_L_U] = pu
+        c[_L] = px
+        c[_L_TS] = ts
+    if ts >= c[_C_TS]:
+        c[_C_TS] = ts
+        c[_C_U] = pu
+        c[_C] = px
+    c[_V] += qu
+    if qdp > c[_V_DP]:
+        c[_V_DP] = qdp
+    c[_Q] += pu * qu
+    if pdp + qdp > c[_Q_DP]:
+        c[_Q_DP] = pdp + qdp
+    c[_N] += 1
 
 
 def _fold(acc: list[Any], c: list[Any]) -> None:
@@ -232,31 +260,7 @@ class CandleState:
         if c is None:
             self._open[m] = _new(ts, t.px, pu, t.qty_u, t.qty_dp, t.px_dp)
         else:
-            if ts < c[_O_TS]:
-                c[_O_TS] = ts
-                c[_O] = t.px
-            hu = c[_H_U]
-            if pu > hu or (pu == hu and ts < c[_H_TS]):
-                c[_H_U] = pu
-                c[_H] = t.px
-                c[_H_TS] = ts
-            lu = c[_L_U]
-            if pu < lu or (pu == lu and ts < c[_L_TS]):
-                c[_L_U] = pu
-                c[_L] = t.px
-                c[_L_TS] = ts
-            if ts >= c[_C_TS]:
-                c[_C_TS] = ts
-                c[_C_U] = pu
-                c[_C] = t.px
-            qu = t.qty_u
-            c[_V] += qu
-            if t.qty_dp > c[_V_DP]:
-                c[_V_DP] = t.qty_dp
-            c[_Q] += pu * qu
-            if t.px_dp + t.qty_dp > c[_Q_DP]:
-                c[_Q_DP] = t.px_dp + t.qty_dp
-            c[_N] += 1
+            _add(c, ts, t.px, pu, t.px_dp, t.qty_u, t.qty_dp)
         if m == self._marked and self._clock < self._soonest:
             if out:
                 self.stats["emitted"] += len(out)
@@ -266,6 +270,50 @@ class CandleState:
         self._marked = m
         self._emit_due(out)
         self.stats["emitted"] += len(out)
+        return out
+
+    def on_trades(self, b: TradeBatch) -> list[dict[str, Any]]:
+        """``on_trade`` of every trade of ``b`` in order, the records concatenated.
+
+        The common trade (into the minute last updated, neither late nor a duplicate, closing
+        nothing and due to emit nothing) is applied inline on ints, without a ``Trade``; every
+        other goes through ``on_trade`` itself, so the result is the same by construction.
+        """
+        out: list[dict[str, Any]] = []
+        ids, q, opened = self._ids, self._idq, self._open
+        late_ms = self._late_ms
+        wm, clock, done = self._wm, self._clock, self._done
+        soonest, m0 = self._soonest, self._marked
+        c = opened.get(m0) if m0 is not None else None
+        n = 0
+        for i, (ts, tid, px, (pu, pdp), (qu, qdp)) in enumerate(
+                zip(b.ts, b.ids, b.px, b.px_units, b.qty_units, strict=True)):
+            if ts > clock:  # the watermark moves: common if it closes no minute and emits nothing
+                w = ts - late_ms
+                common = ts < soonest and (w <= wm or w - w % MINUTE <= done)
+            else:
+                common = clock < soonest
+            if not common or c is None or ts < wm or ts - ts % MINUTE != m0 or tid in ids:
+                self._wm, self._clock = wm, clock
+                out.extend(self.on_trade(b.trade(i)))
+                wm, clock, done = self._wm, self._clock, self._done
+                soonest, m0 = self._soonest, self._marked
+                c = opened.get(m0) if m0 is not None else None
+                continue
+            n += 1
+            ids[tid] = ts
+            heapq.heappush(q, (ts, tid))
+            if ts > clock:
+                clock = ts
+                if ts - late_ms > wm:  # _move, which closes nothing here
+                    wm = ts - late_ms
+                    while q and q[0][0] < wm:
+                        old_ts, old_id = heapq.heappop(q)
+                        if ids.get(old_id) == old_ts:
+                            del ids[old_id]
+            _add(c, ts, px, pu, pdp, qu, qdp)
+        self._wm, self._clock = wm, clock
+        self.stats["trades"] += n
         return out
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]:

@@ -58,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from operators.events import DeadLetter, Trade, encode_trade
+from operators.events import DeadLetter, Trade, TradeBatch, encode_trade
 from operators.fixed import ONE, SCALE, fmt, round_half_even
 
 __all__ = ["BUCKETS", "MINUTE", "TickerParams", "TickerState"]
@@ -200,33 +200,89 @@ class TickerState:
             if self._first_m is not None and m < self._first_m:
                 self._first_m = m
         else:
-            if ts < b[_O_TS]:
-                b[_O_TS] = ts
-                b[_O] = t.px
-                b[_O_U] = pu
-                b[_O_DP] = t.px_dp
-                b[_O_ID] = tid
-            hu = self._hi[slot]
-            if pu > hu or (pu == hu and ts < b[_H_TS]):
-                self._hi[slot] = pu
-                b[_H] = (pu, t.px)
-                b[_H_TS] = ts
-            lu = self._lo[slot]
-            if pu < lu or (pu == lu and ts < b[_L_TS]):
-                self._lo[slot] = pu
-                b[_L] = (pu, t.px)
-                b[_L_TS] = ts
-            b[_V] += qu
-            if qdp > b[_V_DP]:
-                self._vdp[b[_V_DP]] -= 1
-                self._vdp[qdp] += 1
-                b[_V_DP] = qdp
-            b[_Q] += pu * qu
-            if pqdp > b[_Q_DP]:
-                self._qdp[b[_Q_DP]] -= 1
-                self._qdp[pqdp] += 1
-                b[_Q_DP] = pqdp
-            b[_N] += 1
+            self._add(b, slot, ts, tid, t.px, pu, t.px_dp, qu, qdp)
+        self._sums(m, pu, qu)
+        if self._clock >= self._next:
+            return [self._emit()]
+        return []
+
+    def on_trades(self, b: TradeBatch) -> list[dict[str, Any]]:
+        """``on_trade`` of every trade of ``b`` in order, the records concatenated.
+
+        The common trade (inside the window, into a minute that has a bucket, not moving the
+        window, not a duplicate) is applied inline, without a ``Trade``; every other goes through
+        ``on_trade`` itself, so the result is the same by construction.
+        """
+        out: list[dict[str, Any]] = []
+        q, ids, buckets = self._idq, self._ids, self._b
+        dedup_ms = self.params.dedup_ms
+        n = 0
+        for i, (ts, tid, px, (pu, pdp), (qu, qdp)) in enumerate(
+                zip(b.ts, b.ids, b.px, b.px_units, b.qty_units, strict=True)):
+            m = ts - ts % MINUTE
+            slot = (m // MINUTE) % BUCKETS
+            bucket = buckets[slot]
+            open_t = self._open_t
+            newest = ts >= self._last[0]
+            if bucket is None or open_t is None or ts < open_t or (newest and m - _SPAN > open_t):
+                out.extend(self.on_trade(b.trade(i)))
+                continue
+            horizon = self._clock - dedup_ms
+            while q and q[0][0] < horizon:
+                old_ts, old_id = q.popleft()
+                if ids.get(old_id) == old_ts:
+                    del ids[old_id]
+            if tid in ids and ids[tid] >= horizon:
+                out.extend(self.on_trade(b.trade(i)))  # counts the duplicate
+                continue
+            ids[tid] = ts
+            q.append((ts, tid))
+            n += 1
+            if ts > self._clock:
+                self._clock = ts
+            if newest:
+                self._last = (ts, px, pu, pdp, tid)
+            self._add(bucket, slot, ts, tid, px, pu, pdp, qu, qdp)
+            self._sums(m, pu, qu)
+            if self._clock >= self._next:
+                out.append(self._emit())
+        self.stats["trades"] += n
+        return out
+
+    def _add(self, b: list[Any], slot: int, ts: int, tid: str, px: str, pu: int, pdp: int,
+             qu: int, qdp: int) -> None:
+        """Account a trade in the existing bucket ``b`` of its minute."""
+        if ts < b[_O_TS]:
+            b[_O_TS] = ts
+            b[_O] = px
+            b[_O_U] = pu
+            b[_O_DP] = pdp
+            b[_O_ID] = tid
+        hu = self._hi[slot]
+        if pu > hu or (pu == hu and ts < b[_H_TS]):
+            self._hi[slot] = pu
+            b[_H] = (pu, px)
+            b[_H_TS] = ts
+        lu = self._lo[slot]
+        if pu < lu or (pu == lu and ts < b[_L_TS]):
+            self._lo[slot] = pu
+            b[_L] = (pu, px)
+            b[_L_TS] = ts
+        b[_V] += qu
+        if qdp > b[_V_DP]:
+            self._vdp[b[_V_DP]] -= 1
+            self._vdp[qdp] += 1
+            b[_V_DP] = qdp
+        b[_Q] += pu * qu
+        pqdp = pdp + qdp
+        if pqdp > b[_Q_DP]:
+            self._qdp[b[_Q_DP]] -= 1
+            self._qdp[pqdp] += 1
+            b[_Q_DP] = pqdp
+        b[_N] += 1
+
+    def _sums(self, m: int, pu: int, qu: int) -> None:
+        """Account an accepted trade of minute ``m`` in the window's extremes and sums."""
         wh = self._wh
         if wh is not None and (pu > wh or (pu == wh and m < self._wh_m)):
             self._wh = pu
@@ -239,9 +295,6 @@ class TickerState:
         self._q += pu * qu
         self._n += 1
         self._dirty = True
-        if self._clock >= self._next:
-            return [self._emit()]
-        return []
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]:
         """Live mode: event time is at least ``now_ms``; emit the pending record if it is due."""

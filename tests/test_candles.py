@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.candles import MINUTE, CandleParams, CandleState, parse_interval
-from operators.events import Trade, decode_obj, encode_trade
+from operators.events import Trade, TradeBatch, decode_obj, decode_trades, encode, encode_trade
 from tests.reference import accept_candles, fold_candles, ref_candles, ref_minutes
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -351,3 +351,37 @@ def test_real_eth_trades_equal_reference() -> None:
     assert days[0]["o"] == min(trades, key=lambda t: t.ts).px
     assert days[1]["c"] == max(reversed(trades), key=lambda t: t.ts).px
     assert sum(d["n"] for d in days) == len(accepted) == s.stats["trades"]
+
+
+def batched(trades: list[Trade], cuts: list[int]) -> list[TradeBatch]:
+    """``trades`` (one symbol, canonical) as the flow hands them over: ``decode_trades`` groups."""
+    values = [encode(encode_trade(t)) for t in trades]
+    bounds = sorted({0, len(values), *(c % (len(values) + 1) for c in cuts)})
+    out = []
+    for a, b in itertools.pairwise(bounds):
+        batch = decode_trades(values[a:b], trades[0].ex, trades[0].sym)
+        assert batch is not None
+        assert [batch.trade(i) for i in range(len(batch))] == trades[a:b]
+        out.append(batch)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(trade_lists(), st.randoms(use_true_random=False), st.lists(st.integers(0, 10**6)),
+       st.sampled_from([0, 1000]), st.booleans())
+def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], rnd: random.Random,
+                                              cuts: list[int], throttle: int,
+                                              fill: bool) -> None:
+    """The batch entry point gives the very records, stats and state of ``on_trade`` one by one,
+    also with late, re-sent and reordered trades."""
+    trades = reorder_within(trades, 5000, rnd)
+    trades += [trades[rnd.randrange(len(trades))] for _ in range(len(trades) // 5)]  # re-sent
+    rnd.shuffle(trades[-len(trades) // 4:])  # some beyond the lateness: late
+    params = CandleParams(intervals=IVS, emit_interval_ms=throttle, fill_gaps=fill)
+    a, b = CandleState(params), CandleState(params)
+    one = [r for t in trades for r in a.on_trade(t)]
+    many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
+    assert many == one
+    assert b.stats == a.stats
+    assert b.__getstate__() == a.__getstate__()
+    assert b.flush() == a.flush()

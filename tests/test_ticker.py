@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from operators.events import Trade, encode_trade
 from operators.ticker import MINUTE, TickerParams, TickerState
 from tests.reference import accept_ticker, ref_ticker
-from tests.test_candles import BASE, eth_trades, mk, price, qty
+from tests.test_candles import BASE, batched, eth_trades, mk, price, qty
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -184,3 +184,18 @@ def test_real_eth_tickers_equal_reference() -> None:
     for k, r in tickers:
         assert r == ref_ticker(trades[: k + 1])
     assert tickers[-1][1]["count"] == len(trades)
+
+
+@settings(max_examples=200, deadline=None)
+@given(ticker_streams(), st.lists(st.integers(0, 10**6)), st.sampled_from([0, 1000, 60_000]))
+def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], cuts: list[int],
+                                              throttle: int) -> None:
+    """The batch entry point gives the very records, stats and state of ``on_trade`` one by one
+    (the streams include late and re-sent trades)."""
+    a, b = TickerState(TickerParams(throttle)), TickerState(TickerParams(throttle))
+    one = [r for t in trades for r in a.on_trade(t)]
+    many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
+    assert many == one
+    assert b.stats == a.stats
+    assert b.__getstate__() == a.__getstate__()
+    assert b.flush() == a.flush()
