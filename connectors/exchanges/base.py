@@ -160,6 +160,8 @@ def book_levels(raw: Any) -> list[Level] | None:
     decimal, a price not positive, a negative quantity): the caller then asks ``decode_obj``,
     which accepts what it accepts and words the reason of the rest.
     """
+    if type(raw) is not list:
+        return None
     try:
         for lv in raw:
             if type(lv) is not list:
