@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import calendar
 import gzip
 import io
+from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import Any
@@ -455,6 +457,16 @@ def test_sec_to_ms_is_exact_floor(whole: int, frac: int, digits: int) -> None:
 def test_iso_to_ms() -> None:
     assert iso_to_ms("1970-01-01T00:00:00Z") == 0
     assert iso_to_ms("2023-02-09T20:32:50.714964855Z") == 1675974770714
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2200, 1, 1)),
+       st.integers(min_value=0, max_value=9), st.booleans())
+def test_iso_to_ms_is_exact_floor(t: datetime, digits: int, zulu: bool) -> None:
+    frac = f"{t.microsecond:06d}000"[:digits]
+    text = t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{frac}" if digits else "") + ("Z" if zulu else "")
+    want = calendar.timegm(t.timetuple()) * 1000 + int((frac + "000")[:3])
+    assert iso_to_ms(text) == want
 
 
 def test_subscribe_messages_and_snapshot_requests() -> None:

@@ -84,19 +84,23 @@ def sec_to_ns(text: str) -> int:
 
 
 def iso_to_ms(text: str) -> int:
-    """Milliseconds (floor) of an ISO-8601 UTC time such as ``2021-04-17T16:43:37.075687Z``."""
+    """Milliseconds (floor) of an ISO-8601 UTC time such as ``2021-04-17T16:43:37.075687Z``.
+
+    The whole seconds are cached: a feed repeats them in every message of that second.
+    """
+    whole, dot, frac = text.partition(".")
+    if not dot:
+        return _iso_whole_ms(text)
+    return _iso_whole_ms(whole) + int((frac.rstrip("Z") + "000")[:3])
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_whole_ms(text: str) -> int:
+    """Milliseconds of ``YYYY-MM-DDTHH:MM:SS[Z]`` (no fraction)."""
     date, _, clock = text.rstrip("Z").partition("T")
-    hms, _, frac = clock.partition(".")
-    h, mi, s = hms.split(":")
-    secs = _day_start(date) + int(h) * 3600 + int(mi) * 60 + int(s)
-    return secs * 1000 + int((frac + "000")[:3])
-
-
-@functools.lru_cache(maxsize=64)
-def _day_start(date: str) -> int:
-    """Epoch seconds of ``YYYY-MM-DD`` at midnight UTC (every frame of a day repeats it)."""
     y, mo, d = date.split("-")
-    return calendar.timegm((int(y), int(mo), int(d), 0, 0, 0, 0, 0, 0))
+    h, mi, s = clock.split(":")
+    return calendar.timegm((int(y), int(mo), int(d), int(h), int(mi), int(s), 0, 0, 0)) * 1000
 
 
 def crc32_signed(text: str) -> int:
@@ -162,6 +166,8 @@ def book_levels(raw: Any) -> list[Level] | None:
     """
     if type(raw) is not list:
         return None
+    if not raw:  # one side of most small updates
+        return []
     try:
         for lv in raw:
             if type(lv) is not list:
