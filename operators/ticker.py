@@ -121,7 +121,9 @@ class TickerState:
         self._vdp = [0] * (_MAX_DP + 1)  # number of buckets whose volume has that many decimals
         self._qdp = [0] * (_MAX_DP + 1)
         self._ids: dict[str, int] = {}  # id -> ts of recent trades (within dedup_ms)
-        self._idq: deque[tuple[int, str]] = deque()  # (ts, id) in arrival order, to prune _ids
+        # (ts, id) of those trades in arrival order, to prune _ids: two deques, not one of tuples,
+        # so that the garbage collector and the snapshots do not walk one object per trade.
+        self._idq: tuple[deque[int], deque[str]] = (deque(), deque())
         self._derive()
         self._next = _NEG  # clock from which the next record may be emitted
         self._dirty = False  # changed since the last record
@@ -139,8 +141,10 @@ class TickerState:
         self._throttle = self.params.emit_interval_ms
         for a, v in zip(self._PERSIST, state[1:], strict=True):
             setattr(self, a, v)
+        if type(self._idq) is deque:  # written before _idq became two deques
+            self._idq = (deque(ts for ts, _ in self._idq), deque(tid for _, tid in self._idq))
         ids: dict[str, int] = {}
-        for ts, tid in self._idq:
+        for ts, tid in zip(*self._idq, strict=True):
             if ts > ids.get(tid, _NEG):
                 ids[tid] = ts
         self._ids = ids
@@ -162,10 +166,10 @@ class TickerState:
         ts = t.ts
         if self._open_t is not None and ts < self._open_t:
             return [self._late(t)]
-        q, ids = self._idq, self._ids
+        (qts, qid), ids = self._idq, self._ids
         horizon = self._clock - self.params.dedup_ms
-        while q and q[0][0] < horizon:
-            old_ts, old_id = q.popleft()
+        while qts and qts[0] < horizon:
+            old_ts, old_id = qts.popleft(), qid.popleft()
             if ids.get(old_id) == old_ts:
                 del ids[old_id]
         tid = t.id
@@ -173,7 +177,8 @@ class TickerState:
             self.stats["duplicates"] += 1
             return []
         ids[tid] = ts
-        q.append((ts, tid))
+        qts.append(ts)
+        qid.append(tid)
         if not self._ex:
             self._ex, self._sym = t.ex, t.sym
         self.stats["trades"] += 1
@@ -214,7 +219,7 @@ class TickerState:
         ``on_trade`` itself, so the result is the same by construction.
         """
         out: list[dict[str, Any]] = []
-        q, ids, buckets = self._idq, self._ids, self._b
+        (qts, qid), ids, buckets = self._idq, self._ids, self._b
         dedup_ms = self.params.dedup_ms
         n = 0
         for i, (ts, tid, px, (pu, pdp), (qu, qdp)) in enumerate(
@@ -228,15 +233,16 @@ class TickerState:
                 out.extend(self.on_trade(b.trade(i)))
                 continue
             horizon = self._clock - dedup_ms
-            while q and q[0][0] < horizon:
-                old_ts, old_id = q.popleft()
+            while qts and qts[0] < horizon:
+                old_ts, old_id = qts.popleft(), qid.popleft()
                 if ids.get(old_id) == old_ts:
                     del ids[old_id]
             if tid in ids and ids[tid] >= horizon:
                 out.extend(self.on_trade(b.trade(i)))  # counts the duplicate
                 continue
             ids[tid] = ts
-            q.append((ts, tid))
+            qts.append(ts)
+            qid.append(tid)
             n += 1
             if ts > self._clock:
                 self._clock = ts

@@ -199,3 +199,21 @@ def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], cuts: list[in
     assert b.stats == a.stats
     assert b.__getstate__() == a.__getstate__()
     assert b.flush() == a.flush()
+
+
+def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
+    """Snapshots stored before ``_idq`` became two deques (one deque of ``(ts, id)``) resume."""
+    from collections import deque
+
+    trades = [mk(BASE + 700 * i, i % 40, "10.5", "1") for i in range(60)]  # re-sent ids too
+    a = TickerState(TickerParams())
+    for t in trades[:30]:
+        a.on_trade(t)
+    state = list(a.__getstate__())
+    k = 1 + TickerState._PERSIST.index("_idq")
+    state[k] = deque(zip(*state[k], strict=True))
+    b = TickerState.__new__(TickerState)
+    b.__setstate__(tuple(state))
+    assert b.__getstate__() == a.__getstate__()
+    assert [b.on_trade(t) for t in trades[30:]] == [a.on_trade(t) for t in trades[30:]]
+    assert b.stats == a.stats
