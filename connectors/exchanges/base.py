@@ -23,6 +23,7 @@ from __future__ import annotations
 import calendar
 import functools
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,7 +36,9 @@ __all__ = [
     "QUOTES",
     "STAGE",
     "Handler",
+    "Memo",
     "book_levels",
+    "clear_caches",
     "crc32_signed",
     "iso_to_ms",
     "sec_to_ms",
@@ -109,36 +112,55 @@ def crc32_signed(text: str) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-class _Units(dict[str, int]):
-    """Exact units of the decimal strings seen so far, parsed on a miss (a ``KeyError`` for a
-    string that is not a decimal of at least ``least`` units), so a hit is also a validation.
+class Memo(dict[Any, Any]):
+    """A bounded cache ``key -> compute(key)`` filled on a miss, in one C-level lookup on a hit.
 
-    Books repeat the same price and quantity strings all the time: each is parsed once. Bounded:
-    cleared when full, it is only a cache.
+    ``compute`` raises ``KeyError`` for a key it refuses (nothing is stored), so a hit can also
+    mean "valid". Cleared when full: it is only a cache. :func:`clear_caches` empties every memo
+    (benchmarks measure cold runs with it).
     """
 
-    __slots__ = ("least",)
+    __slots__ = ("compute",)
     MAX = 200_000
 
-    def __init__(self, least: int) -> None:
+    def __init__(self, compute: Callable[[Any], Any]) -> None:
         super().__init__()
-        self.least = least
+        self.compute = compute
+        _MEMOS.append(self)
 
-    def __missing__(self, text: Any) -> int:
+    def __missing__(self, key: Any) -> Any:
+        value = self.compute(key)
+        if len(self) >= self.MAX:
+            self.clear()
+        self[key] = value
+        return value
+
+
+_MEMOS: list[Memo] = []
+
+
+def clear_caches() -> None:
+    """Forget every memoized string (as a new process would start)."""
+    for m in _MEMOS:
+        m.clear()
+
+
+def _units_at_least(least: int) -> Callable[[Any], int]:
+    def units(text: Any) -> int:
         try:
             u = parse(text)[0]
         except DecimalError:
             raise KeyError(text) from None
-        if u < self.least:
+        if u < least:
             raise KeyError(text)
-        if len(self) >= self.MAX:
-            self.clear()
-        self[text] = u
         return u
+    return units
 
 
-_PX = _Units(1)  # prices: > 0
-_QTY = _Units(0)  # quantities: >= 0
+# Exact units of the price and quantity strings seen so far: books repeat the same strings all the
+# time, so each is parsed once, and a hit is also a validation.
+_PX = Memo(_units_at_least(1))  # prices: > 0
+_QTY = Memo(_units_at_least(0))  # quantities: >= 0
 
 
 def px_units(text: Any) -> int | None:

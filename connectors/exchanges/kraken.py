@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from connectors.exchanges.base import Handler, iso_to_ms, sec_to_ms
+from connectors.exchanges.base import Handler, Memo, iso_to_ms, sec_to_ms
 
 __all__ = ["KrakenHandler", "KrakenV2Handler", "at_precision", "kraken_checksum",
            "kraken_v2_checksum", "plain", "v2_loads"]
@@ -41,31 +41,14 @@ def kraken_symbol(pair: str) -> str:
 
 
 # Checksum fragment of each price/quantity string seen: a checksum is then a join of cached
-# bytes and one CRC32, not a re-format of 20 levels per update. Bounded like any cache.
-_CK: dict[str, bytes] = {}
-_CK_MAX = 200_000
-
-
-def _ck(text: str) -> bytes:
-    """``text`` without its decimal point and leading zeros, as Kraken checksums it."""
-    b = _CK.get(text)
-    if b is None:
-        b = text.replace(".", "").lstrip("0").encode()
-        if len(_CK) >= _CK_MAX:
-            _CK.clear()
-        _CK[text] = b
-    return b
+# bytes and one CRC32, not a re-format of 20 levels per update.
+_CK = Memo(lambda text: text.replace(".", "").lstrip("0").encode())
 
 
 def kraken_checksum(asks: list[list[str]], bids: list[list[str]]) -> int:
     """CRC32 (unsigned) of the top 10 asks then bids (``[px, qty]`` pairs), as Kraken v1 does."""
-    top = asks[:10] + bids[:10]
     ck = _CK
-    try:
-        data = b"".join([ck[px] + ck[qty] for px, qty in top])
-    except KeyError:  # a string not seen yet
-        data = b"".join([_ck(px) + _ck(qty) for px, qty in top])
-    return zlib.crc32(data)
+    return zlib.crc32(b"".join([ck[px] + ck[qty] for px, qty in asks[:10] + bids[:10]]))
 
 
 class KrakenHandler(Handler):
