@@ -63,7 +63,11 @@ from __future__ import annotations
 
 import heapq
 import re
+from bisect import bisect_left
+from collections import deque
 from dataclasses import dataclass
+from itertools import islice, repeat
+from operator import add, gt, mul
 from typing import Any
 
 import orjson
@@ -275,45 +279,58 @@ class CandleState:
     def on_trades(self, b: TradeBatch) -> list[dict[str, Any]]:
         """``on_trade`` of every trade of ``b`` in order, the records concatenated.
 
-        The common trade (into the minute last updated, neither late nor a duplicate, closing
-        nothing and due to emit nothing) is applied inline on ints, without a ``Trade``; every
-        other goes through ``on_trade`` itself, so the result is the same by construction.
+        A run of trades in ``ts`` order, from the clock on, into the minute last updated, and
+        ending before anything is due (an update to emit, a minute to close) is the common case:
+        no trade of it is late, each moves the clock, none changes the open, the first highest
+        (lowest) price is its high (low) and the last its close. It is folded into its candle at
+        once, with C-level ``max``/``min``/``sum`` over the batch's columns; every other trade
+        goes through ``on_trade`` itself.
         """
         out: list[dict[str, Any]] = []
+        ts, tids, px, pu, pdp, qu, qdp = b.ts, b.ids, b.px, b.px_u, b.px_dp, b.qty_u, b.qty_dp
+        n = len(ts)
+        # down[k]: ts[k + 1] < ts[k] (or k is the last), so a run from i ends by down.index(True, i)
+        down = [*map(gt, ts, islice(ts, 1, None)), True]
         ids, q, opened = self._ids, self._idq, self._open
-        late_ms = self._late_ms
-        wm, clock, done = self._wm, self._clock, self._done
-        soonest, m0 = self._soonest, self._marked
-        c = opened.get(m0) if m0 is not None else None
-        n = 0
-        for i, (ts, tid, px, (pu, pdp), (qu, qdp)) in enumerate(
-                zip(b.ts, b.ids, b.px, b.px_units, b.qty_units, strict=True)):
-            if ts > clock:  # the watermark moves: common if it closes no minute and emits nothing
-                w = ts - late_ms
-                common = ts < soonest and (w <= wm or w - w % MINUTE <= done)
-            else:
-                common = clock < soonest
-            if not common or c is None or ts < wm or ts - ts % MINUTE != m0 or tid in ids:
-                self._wm, self._clock = wm, clock
-                out.extend(self.on_trade(b.trade(i)))
-                wm, clock, done = self._wm, self._clock, self._done
-                soonest, m0 = self._soonest, self._marked
-                c = opened.get(m0) if m0 is not None else None
+        i = 0
+        while i < n:
+            j = i
+            m0, t0, clock = self._marked, ts[i], self._clock
+            c = opened.get(m0) if m0 is not None else None
+            if c is not None and m0 <= t0 and t0 >= clock:
+                due = min(self._soonest, m0 + MINUTE, self._done + MINUTE + self._late_ms)
+                j = bisect_left(ts, due, i, down.index(True, i) + 1)
+            run_ids = tids[i:j]
+            if j == i or not ids.keys().isdisjoint(run_ids) or len(set(run_ids)) < j - i:
+                out.extend(self.on_trade(b.trade(i)))  # not a run, or a duplicate in it
+                i += 1
                 continue
-            n += 1
-            ids[tid] = ts
-            heapq.heappush(q, (ts, tid))
-            if ts > clock:
-                clock = ts
-                if ts - late_ms > wm:  # _move, which closes nothing here
-                    wm = ts - late_ms
-                    while q and q[0][0] < wm:
-                        old_ts, old_id = heapq.heappop(q)
-                        if ids.get(old_id) == old_ts:
-                            del ids[old_id]
-            _add(c, ts, px, pu, pdp, qu, qdp)
-        self._wm, self._clock = wm, clock
-        self.stats["trades"] += n
+            assert c is not None
+            run_pu, run_qu, run_qdp = pu[i:j], qu[i:j], qdp[i:j]
+            top = max(run_pu)
+            if top > c[_H_U]:
+                k = i + run_pu.index(top)
+                c[_H_U], c[_H], c[_H_TS] = top, px[k], ts[k]
+            low = min(run_pu)
+            if low < c[_L_U]:
+                k = i + run_pu.index(low)
+                c[_L_U], c[_L], c[_L_TS] = low, px[k], ts[k]
+            k = j - 1
+            c[_C_TS], c[_C_U], c[_C] = ts[k], pu[k], px[k]
+            c[_V] += sum(run_qu)
+            c[_V_DP] = max(c[_V_DP], max(run_qdp))
+            c[_Q] += sum(map(mul, run_pu, run_qu))
+            c[_Q_DP] = max(c[_Q_DP], max(map(add, pdp[i:j], run_qdp)))
+            c[_N] += j - i
+            run_ts = ts[i:j]
+            ids.update(zip(run_ids, run_ts, strict=True))
+            # heappush of each (ts, id), looped in C
+            deque(map(heapq.heappush, repeat(q), zip(run_ts, run_ids, strict=True)), maxlen=0)
+            self.stats["trades"] += j - i
+            if ts[k] > clock:
+                self._clock = ts[k]
+                self._move(ts[k] - self._late_ms, out)  # prunes ids; closes nothing before due
+            i = j
         return out
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]:

@@ -299,13 +299,12 @@ def decode(raw: bytes | str) -> Event | DeadLetter:
 
 class TradeBatch:
     """Canonical trades of one symbol, in order, as columns: what the candle and ticker states'
-    ``on_trades`` read, so that the common trade costs no object and no method call.
-
-    ``px_units`` and ``qty_units`` hold ``(units, decimals)`` pairs; :meth:`trade` builds the full
-    :class:`Trade` of one row for the paths that want it (late trades, dead letters, rare cases).
+    ``on_trades`` read, so that runs of trades fold with C-level ``max``/``min``/``sum`` and no
+    ``Trade`` object is built. :meth:`trade` builds the :class:`Trade` of one row for the paths
+    that want it (late trades, dead letters, anything uncommon).
     """
 
-    __slots__ = ("ex", "ids", "px", "px_units", "qty_units", "rows", "sym", "ts")
+    __slots__ = ("ex", "ids", "px", "px_dp", "px_u", "qty_dp", "qty_u", "rows", "sym", "ts")
 
     def __init__(self, ex: str, sym: str, rows: list[tuple[str, ...]]) -> None:
         self.ex, self.sym, self.rows = ex, sym, rows
@@ -313,26 +312,27 @@ class TradeBatch:
         self.ts: list[int] = list(map(int, ts))
         self.ids: tuple[str, ...] = ids
         self.px: tuple[str, ...] = px
-        self.px_units: list[tuple[int, int]] = _units(px)
-        self.qty_units: list[tuple[int, int]] = _units(qty)
+        self.px_u, self.px_dp = _units(px)
+        self.qty_u, self.qty_dp = _units(qty)
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def trade(self, i: int) -> Trade:
         _, rts, tid, px, qty, side = self.rows[i]
-        (pu, pdp), (qu, qdp) = self.px_units[i], self.qty_units[i]
-        return Trade(self.ex, self.sym, self.ts[i], int(rts), tid, px, qty, side, pu, qu, pdp, qdp)
+        return Trade(self.ex, self.sym, self.ts[i], int(rts), tid, px, qty, side, self.px_u[i],
+                     self.qty_u[i], self.px_dp[i], self.qty_dp[i])
 
 
-def _units(texts: tuple[str, ...]) -> list[tuple[int, int]]:
-    """``parse`` of every string, memoized, positive; raises ``DecimalError`` otherwise."""
+def _units(texts: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Units and decimals of every string (memoized ``parse``), all positive; else raises."""
     out = list(map(_PARSED.get, texts))
     if None in out:
         out = [r if r is not None else _parse(x) for r, x in zip(out, texts, strict=True)]
-    if min(out)[0] <= 0:
+    units, dps = zip(*out, strict=True)
+    if min(units) <= 0:
         raise DecimalError("not positive")
-    return out
+    return units, dps
 
 
 _BATCH_PATTERNS: dict[str, re.Pattern[str] | None] = {}
@@ -364,8 +364,8 @@ def decode_trades(values: list[bytes], ex: str, sym: str) -> TradeBatch | None:
     >>> v = [b'{"type":"trade","ex":"okx","sym":"ETH-USDT","ts":5,"rts":6,"id":"a b",'
     ...      b'"px":"2.50","qty":"1","side":"sell"}']
     >>> b = decode_trades(v * 2, "okx", "ETH-USDT")
-    >>> b.ts, b.px_units[0], b.trade(1) == decode(v[0])
-    ([5, 5], (2500000000000000000, 2), True)
+    >>> b.ts, b.px_u, b.px_dp, b.trade(1) == decode(v[0])
+    ([5, 5], (2500000000000000000, 2500000000000000000), (2, 2), True)
     >>> decode_trades(v, "okx", "BTC-USDT"), decode_trades([v[0].replace(b'"1"', b'"0"')], "okx",
     ...                                                     "ETH-USDT")
     (None, None)

@@ -51,9 +51,11 @@ How it works, and why:
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, islice
+from operator import add, gt, mul
 from typing import Any
 
 import orjson
@@ -214,45 +216,74 @@ class TickerState:
     def on_trades(self, b: TradeBatch) -> list[dict[str, Any]]:
         """``on_trade`` of every trade of ``b`` in order, the records concatenated.
 
-        The common trade (inside the window, into a minute that has a bucket, not moving the
-        window, not a duplicate) is applied inline, without a ``Trade``; every other goes through
-        ``on_trade`` itself, so the result is the same by construction.
+        A run of trades in ``ts`` order, from the clock on, into an existing bucket of the
+        newest minute, and ending before a record is due, is the common case: nothing moves the
+        window, none changes the bucket's open, the first highest (lowest) price is its high
+        (low), the last trade the last. It is folded in at once, with C-level ``max``/``min``/
+        ``sum`` over the batch's columns; every other trade goes through ``on_trade`` itself.
         """
         out: list[dict[str, Any]] = []
+        ts, tids, px, pu, pdp, qu, qdp = b.ts, b.ids, b.px, b.px_u, b.px_dp, b.qty_u, b.qty_dp
+        n = len(ts)
+        # down[k]: ts[k + 1] < ts[k] (or k is the last), so a run from i ends by down.index(True, i)
+        down = [*map(gt, ts, islice(ts, 1, None)), True]
         (qts, qid), ids, buckets = self._idq, self._ids, self._b
-        dedup_ms = self.params.dedup_ms
-        n = 0
-        for i, (ts, tid, px, (pu, pdp), (qu, qdp)) in enumerate(
-                zip(b.ts, b.ids, b.px, b.px_units, b.qty_units, strict=True)):
-            m = ts - ts % MINUTE
-            slot = (m // MINUTE) % BUCKETS
+        i = 0
+        while i < n:
+            j = i
+            t0, clock, open_t = ts[i], self._clock, self._open_t
+            m0 = t0 - t0 % MINUTE
+            slot = (m0 // MINUTE) % BUCKETS
             bucket = buckets[slot]
-            open_t = self._open_t
-            newest = ts >= self._last[0]
-            if bucket is None or open_t is None or ts < open_t or (newest and m - _SPAN > open_t):
-                out.extend(self.on_trade(b.trade(i)))
+            if bucket is not None and t0 >= clock and open_t is not None and m0 - _SPAN <= open_t:
+                j = bisect_left(ts, min(self._next, m0 + MINUTE), i, down.index(True, i) + 1)
+            run_ids = tids[i:j]
+            if j == i or not ids.keys().isdisjoint(run_ids) or len(set(run_ids)) < j - i:
+                out.extend(self.on_trade(b.trade(i)))  # not a run, or a duplicate in it
+                i += 1
                 continue
-            horizon = self._clock - dedup_ms
+            assert bucket is not None
+            k = j - 1
+            horizon = (ts[k - 1] if k > i else clock) - self.params.dedup_ms  # the last trade's
             while qts and qts[0] < horizon:
                 old_ts, old_id = qts.popleft(), qid.popleft()
                 if ids.get(old_id) == old_ts:
                     del ids[old_id]
-            if tid in ids and ids[tid] >= horizon:
-                out.extend(self.on_trade(b.trade(i)))  # counts the duplicate
-                continue
-            ids[tid] = ts
-            qts.append(ts)
-            qid.append(tid)
-            n += 1
-            if ts > self._clock:
-                self._clock = ts
-            if newest:
-                self._last = (ts, px, pu, pdp, tid)
-            self._add(bucket, slot, ts, tid, px, pu, pdp, qu, qdp)
-            self._sums(m, pu, qu)
-            if self._clock >= self._next:
-                out.append(self._emit())
-        self.stats["trades"] += n
+            run_ts = ts[i:j]
+            ids.update(zip(run_ids, run_ts, strict=True))
+            qts.extend(run_ts)
+            qid.extend(run_ids)
+            self.stats["trades"] += j - i
+            self._clock = ts[k]
+            self._last = (ts[k], px[k], pu[k], pdp[k], tids[k])
+            run_pu, run_qu, run_qdp = pu[i:j], qu[i:j], qdp[i:j]
+            top, low = max(run_pu), min(run_pu)
+            if top > self._hi[slot]:
+                h = i + run_pu.index(top)
+                self._hi[slot] = top
+                bucket[_H] = (top, px[h])
+                bucket[_H_TS] = ts[h]
+            if low < self._lo[slot]:
+                h = i + run_pu.index(low)
+                self._lo[slot] = low
+                bucket[_L] = (low, px[h])
+                bucket[_L_TS] = ts[h]
+            v, q = sum(run_qu), sum(map(mul, run_pu, run_qu))
+            bucket[_V] += v
+            bucket[_Q] += q
+            bucket[_N] += j - i
+            self._dp(bucket, max(run_qdp), max(map(add, pdp[i:j], run_qdp)))
+            wh = self._wh
+            if wh is not None and (top > wh or (top == wh and m0 < self._wh_m)):
+                self._wh, self._wh_m = top, m0
+            wl = self._wl
+            if wl is not None and (low < wl or (low == wl and m0 < self._wl_m)):
+                self._wl, self._wl_m = low, m0
+            self._v += v
+            self._q += q
+            self._n += j - i
+            self._dirty = True
+            i = j
         return out
 
     def _add(self, b: list[Any], slot: int, ts: int, tid: str, px: str, pu: int, pdp: int,
@@ -275,17 +306,20 @@ class TickerState:
             b[_L] = (pu, px)
             b[_L_TS] = ts
         b[_V] += qu
-        if qdp > b[_V_DP]:
-            self._vdp[b[_V_DP]] -= 1
-            self._vdp[qdp] += 1
-            b[_V_DP] = qdp
         b[_Q] += pu * qu
-        pqdp = pdp + qdp
-        if pqdp > b[_Q_DP]:
-            self._qdp[b[_Q_DP]] -= 1
-            self._qdp[pqdp] += 1
-            b[_Q_DP] = pqdp
         b[_N] += 1
+        self._dp(b, qdp, pdp + qdp)
+
+    def _dp(self, b: list[Any], vdp: int, qdp: int) -> None:
+        """Bucket ``b`` now has terms with ``vdp`` (``qdp``) decimals in its volume (quote)."""
+        if vdp > b[_V_DP]:
+            self._vdp[b[_V_DP]] -= 1
+            self._vdp[vdp] += 1
+            b[_V_DP] = vdp
+        if qdp > b[_Q_DP]:
+            self._qdp[b[_Q_DP]] -= 1
+            self._qdp[qdp] += 1
+            b[_Q_DP] = qdp
 
     def _sums(self, m: int, pu: int, qu: int) -> None:
         """Account an accepted trade of minute ``m`` in the window's extremes and sums."""

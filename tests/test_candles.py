@@ -383,5 +383,13 @@ def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], rnd: random.R
     many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
     assert many == one
     assert b.stats == a.stats
-    assert b.__getstate__() == a.__getstate__()
+    assert _comparable(b) == _comparable(a)
     assert b.flush() == a.flush()
+
+
+def _comparable(s: CandleState) -> list[Any]:
+    """The persisted state, with the id heap as its sorted entries (its layout may differ)."""
+    state = list(s.__getstate__())
+    k = 1 + CandleState._PERSIST.index("_idq")
+    state[k] = sorted(state[k])
+    return state
