@@ -459,13 +459,16 @@ class CandleState:
         """Emit the pending updates of every interval whose throttle allows it now."""
         clock = self._clock
         soonest = _INF
+        minutes: list[int] | None = None  # the open minutes, in order, once needed
         for i, dirty in enumerate(self._dirty):
             if not dirty:
                 continue
             nxt = self._next[i]
             if clock >= nxt:
+                if minutes is None:
+                    minutes = sorted(self._open)
                 for b in sorted(dirty):
-                    acc = self._current(i, b)
+                    acc = self._current(i, b, minutes)
                     if acc is not None:
                         out.append(self._record(i, b, acc, False))
                 dirty.clear()
@@ -475,18 +478,20 @@ class CandleState:
                 soonest = nxt
         self._soonest = soonest
 
-    def _current(self, i: int, b: int) -> list[Any] | None:
-        """The candle of interval ``i`` opening at ``b`` as known now (not closed)."""
+    def _current(self, i: int, b: int, minutes: list[int]) -> list[Any] | None:
+        """The candle of interval ``i`` opening at ``b`` as known now (not closed); ``minutes``
+        are the open minutes in order. Read it, do not change it: it may be an open minute's."""
         iv = self._ivs[i]
         if iv == MINUTE:
             return self._open.get(b)
         acc = self._sealed[i].get(b)
-        if acc is not None:
-            acc = acc.copy()
-        for m in sorted(k for k in self._open if b <= k < b + iv):
+        copied = False
+        for m in minutes[bisect_left(minutes, b):bisect_left(minutes, b + iv)]:
             if acc is None:
-                acc = self._open[m].copy()
+                acc = self._open[m]
             else:
+                if not copied:
+                    acc, copied = acc.copy(), True
                 _fold(acc, self._open[m])
         return acc
 

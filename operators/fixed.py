@@ -82,6 +82,13 @@ def fmt(units: int, dp: int, scale: int = SCALE) -> str:
     addition and multiplication when ``dp`` follows the Decimal rules above); anything else would
     have to round, and that is a bug: raise rather than print a wrong number.
     """
+    if units >= 0 and 0 < dp <= scale:  # the common case, in short
+        q, r = divmod(units, _POW[scale - dp])
+        if not r:
+            s = str(q)
+            if len(s) <= dp:
+                s = s.rjust(dp + 1, "0")
+            return f"{s[:-dp]}.{s[-dp:]}"
     if dp > scale:
         units *= _POW[dp - scale]
         scale = dp
