@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import pickle
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
@@ -117,6 +118,42 @@ def test_emission_is_throttled_and_never_misses_a_status_change(evs: list[dict])
         assert b["seq"] >= a["seq"]
 
 
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.sampled_from([0, 3]), st.integers(1, 3), st.integers(1, 6))
+def test_small_head_refills_and_trims_exactly(evs: list[dict], cap: int, head: int,
+                                              n: int) -> None:
+    """Only a book's best keys are kept sorted: with a head of 1-3 keys, every read crosses a
+    refill or a trim, and must still equal the reference."""
+    b, wide, ref, g = Book(cap, head=head), Book(cap), RefBook(cap), Grouping("1")
+    for d in evs:
+        b.apply(_book_event(d))
+        wide.apply(_book_event(d))
+        ref.apply(d)
+        assert (b.seq, b.status) == (ref.seq, ref.status)
+        best = b.best_bid(), b.best_ask()  # first: a read of n may refill the head
+        assert tuple(as_decimal([x]) if x else [] for x in best) == ref.top(1)
+        assert (as_decimal(b.top(n, "bids")), as_decimal(b.top(n, "asks"))) == ref.top(n)
+        for side in ("bids", "asks"):
+            assert g.top(b, n, side) == g.top(wide, n, side)
+    restored = pickle.loads(pickle.dumps(b))
+    assert restored.levels("bids") == b.levels("bids") and restored.top(n, "asks") == \
+        b.top(n, "asks")
+
+
+def test_head_trim_keeps_its_edge_key() -> None:
+    """A trimmed head keeps its worst key inside the edge: deleting it must leave the head."""
+    b = Book(head=1)
+    b.apply(_book_event(_ev("snapshot", 1, None, [[str(p), "1"] for p in range(10, 4, -1)],
+                            [[str(p), "1"] for p in range(11, 17)], 0)))
+    assert [p for p, _ in b.top(6, "bids")] == ["10", "9", "8", "7", "6", "5"]
+    assert [p for p, _ in b.top(6, "asks")] == ["11", "12", "13", "14", "15", "16"]
+    b.apply(_book_event(_ev("update", 2, 1, [], [], 0)))  # trims both heads to one key
+    b.apply(_book_event(_ev("update", 3, 2, [["10", "0"]], [["11", "0"]], 0)))
+    assert b.best_bid() == ("9", "1") and b.best_ask() == ("12", "1")
+    assert b.top(2, "bids") == [("9", "1"), ("8", "1")]
+    assert b.top(2, "asks") == [("12", "1"), ("13", "1")]
+
+
 def test_throttle_leading_edge_and_timer() -> None:
     s = BookState("test:BTC-USDT", BookParams(depth=1, emit_interval_ms=100))
     snap = _book_event(_ev("snapshot", 1, None, [["10", "1"]], [["11", "1"]], 1000))
@@ -126,7 +163,7 @@ def test_throttle_leading_edge_and_timer() -> None:
     assert s.next_deadline() == 1100
     # The timer fires at 1100 with the state as of seq 3, before the event at 1120 is applied.
     out = s.on_event(_book_event(_ev("update", 4, 3, [["10", "4"]], [], 1120)))
-    assert [(r["seq"], r["bids"]) for r in out] == [(3, [["10", "3"]])]
+    assert [(r["seq"], r["bids"]) for r in out] == [(3, [("10", "3")])]
     assert s.advance(1199) == [] and [r["seq"] for r in s.advance(1200)] == [4]
     # Leading edge: a change after a quiet period is emitted at once.
     assert [r["seq"] for r in s.on_event(_book_event(_ev("update", 5, 4, [], [], 5000)))] == [5]
@@ -138,17 +175,17 @@ def test_actions_gap_and_resnapshot() -> None:
                             0)))
     assert b.apply(_book_event(_ev("insert", 11, 10, [["100.0", "0.5"], ["98", "1"]], [], 0))) \
         == "applied"
-    assert b.top(3, "bids") == [["100.0", "1.5"], ["99", "2"], ["98", "1"]]
+    assert b.top(3, "bids") == [("100.0", "1.5"), ("99", "2"), ("98", "1")]
     b.apply(_book_event(_ev("delete", 12, 11, [["100.0", "1.5"], ["99", "0.5"]], [], 0)))
-    assert b.top(3, "bids") == [["99", "1.5"], ["98", "1"]]
+    assert b.top(3, "bids") == [("99", "1.5"), ("98", "1")]
     assert b.apply(_book_event(_ev("update", 12, 11, [["99", "0"]], [], 0))) == "duplicate"
     assert b.apply(_book_event(_ev("update", 14, 13, [["99", "0"]], [], 0))) == "gap"
     assert b.status == "stale"
     assert b.apply(_book_event(_ev("update", 15, 14, [["99", "0"]], [], 0))) == "skipped"
-    assert b.top(3, "bids") == [["99", "1.5"], ["98", "1"]]
+    assert b.top(3, "bids") == [("99", "1.5"), ("98", "1")]
     b.apply(_book_event(_ev("snapshot", 20, None, [["50", "1"]], [["49", "1"]], 0)))
-    assert (b.status, b.top(5, "bids"), b.top(5, "asks")) == ("crossed", [["50", "1"]],
-                                                               [["49", "1"]])
+    assert (b.status, b.top(5, "bids"), b.top(5, "asks")) == ("crossed", [("50", "1")],
+                                                               [("49", "1")])
 
 
 def test_grouping_rounds_bids_down_and_asks_up() -> None:
@@ -163,15 +200,13 @@ def test_grouping_rounds_bids_down_and_asks_up() -> None:
 
 
 def test_snapshot_pickles_small_and_restores_exactly() -> None:
-    import pickle
-
     s = BookState("test:BTC-USDT", BookParams(depth=3))
     s.on_event(_book_event(_ev("snapshot", 1, None, [["10", "1"], ["9", "2"]], [["11", "1"]],
                                1000)))
     s.on_event(_book_event(_ev("update", 2, 1, [["10", "5"]], [], 1010)))
     t = pickle.loads(pickle.dumps(s))
     assert t.record() == s.record() and t.next_deadline() == s.next_deadline()
-    assert type(t.book.bids).__name__ == "SortedDict"
+    assert t.book.levels("bids") == s.book.levels("bids")
 
 
 # -- real data --------------------------------------------------------------------------------

@@ -68,7 +68,7 @@ def test_connections_split_symbols_per_exchange() -> None:
 # -- live transport against the simulator ---------------------------------------------------
 def _same(book: Book | None, truth: dict[str, Any]) -> bool:
     return book is not None and book.status == OK and \
-        book.top(1 << 30, "bids") == truth["bids"] and book.top(1 << 30, "asks") == truth["asks"]
+        all(list(map(list, book.top(1 << 30, side))) == truth[side] for side in ("bids", "asks"))
 
 
 def _get(url: str) -> Any:

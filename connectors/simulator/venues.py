@@ -92,8 +92,8 @@ class Venue:
     def truth(self, sym: str) -> dict[str, Any]:
         """The true book of ``sym``: every level, best first, and its sequence."""
         b = self.books[sym]
-        return {"seq": self.seq[sym], "bids": b.top(1 << 30, "bids"),
-                "asks": b.top(1 << 30, "asks")}
+        return {"seq": self.seq[sym], "bids": [list(lv) for lv in b.top(1 << 30, "bids")],
+                "asks": [list(lv) for lv in b.top(1 << 30, "asks")]}
 
     def next_trade_id(self) -> int:
         self.trade_id += 1
