@@ -1,6 +1,6 @@
 """Order book operator: level changes/s, against a naive book measured in the same run.
 
-    .venv/bin/python bench/bench_book.py
+    .venv/bin/python -m bench.bench_book
 
 Inputs: the ETHUSDT recording (3,432 depth updates, 106,802 level changes), and a synthetic
 stream where 90% of the changes fall within 50 ticks of mid. Each update is followed by a top-20
@@ -93,7 +93,7 @@ def main() -> int:
             base = changes / best_of(lambda evs=evs, every=every: run_naive(evs, every))
             rows.append([name, label, ours, base, f"{ours / base:.1f}x"])
     print(table("Order book operator: level changes/s (apply + top-20 reads)",
-                ["input", "reads", "SortedDict book", "naive dict baseline", "ratio"], rows))
+                ["input", "reads", "our book", "naive dict baseline", "ratio"], rows))
     return 0
 
 
