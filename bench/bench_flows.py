@@ -1,6 +1,7 @@
 """The flows end to end, Kafka → Bytewax → Redis, with baselines measured in the same run.
 
     .venv/bin/marketdata stack up && .venv/bin/python -m bench.bench_flows [--quick]
+    .venv/bin/python -m bench.bench_flows --only candles,ticker --repeat 3 --against ../before
 
 1. Throughput, one process, `python -m bytewax.run dataflows.X:flow` with MD_STOP_AT_END=1 over a
    fresh topic: wall time of the run minus that of the same command over an empty topic (start-up
@@ -24,6 +25,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -61,30 +63,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_flow(flow: str, env: dict[str, str], processes: int = 1) -> float:
+def run_flow(flow: str, env: dict[str, str], processes: int = 1, code: Path = ROOT) -> float:
+    """Wall seconds of ``python -m bytewax.run dataflows.{flow}:flow`` from checkout ``code``."""
     addrs = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
     cmd = [PY, "-m", "bytewax.run", f"dataflows.{flow}:flow"]
     t = time.perf_counter()
     procs = [subprocess.Popen(cmd + (["-i", str(i), "-a", addrs] if processes > 1 else []),
-                              cwd=ROOT, env=env) for i in range(processes)]
+                              cwd=code, env=env) for i in range(processes)]
     for p in procs:
         if p.wait(timeout=900) != 0:
             raise SystemExit(f"{flow} failed")
     return time.perf_counter() - t
 
 
+def _forget(cfg: CommonConfig, ex: str) -> None:
+    """Delete the Redis keys of exchange ``ex``: a repeated run must write, not find them."""
+    r = redis.Redis.from_url(cfg.redis_url)
+    keys = list(r.scan_iter(f"md:*:{ex}:*", count=10_000))
+    for i in range(0, len(keys), 10_000):
+        r.delete(*keys[i:i + 10_000])
+
+
 def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], units: int,
-               processes: int = 1, **extra: str) -> tuple[float, float]:
-    """(items/s, units/s) sustained: the run minus an empty run of the same command."""
+               processes: int = 1, repeat: int = 1, codes: tuple[Path, ...] = (ROOT,),
+               **extra: str) -> list[tuple[float, float]]:
+    """(items/s, units/s) sustained per checkout in ``codes``: the best of ``repeat`` runs minus
+    the best empty run of the same command, the checkouts interleaved run by run (a shared
+    machine's load then weighs on each alike)."""
     prefix = f"b{uuid.uuid4().hex[:6]}."
     empty = f"e{uuid.uuid4().hex[:6]}."
     for p in (prefix, empty):
         ensure_topics(cfg.kafka_bootstrap, [p + t for t in ("book", "trades", "deadletter")], 4)
     produce_lines(cfg.kafka_bootstrap, prefix + topic, lines)
-    base = run_flow(flow, _env(empty, cfg, MD_STOP_AT_END="1", **extra), processes)
-    took = run_flow(flow, _env(prefix, cfg, MD_STOP_AT_END="1", **extra), processes)
-    net = max(took - base, 1e-3)
-    return len(lines) / net, units / net
+    ex = orjson.loads(lines[0])["ex"]
+    base = {c: float("inf") for c in codes}
+    took = dict(base)
+    for _ in range(repeat):
+        for c in codes:
+            base[c] = min(base[c], run_flow(flow, _env(empty, cfg, MD_STOP_AT_END="1", **extra),
+                                            processes, c))
+            _forget(cfg, ex)
+            took[c] = min(took[c], run_flow(flow, _env(prefix, cfg, MD_STOP_AT_END="1", **extra),
+                                            processes, c))
+    out = []
+    for c in codes:
+        net = max(took[c] - base[c], 1e-3)
+        out.append((len(lines) / net, units / net))
+    return out
 
 
 def latency(cfg: CommonConfig, flow: str, rate: int, seconds: float) -> tuple[float, float, int]:
@@ -253,6 +278,13 @@ def ours_inprocess(flow_name: str, lines: list[bytes]) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="throughput: best of N runs (and of N empty runs)")
+    ap.add_argument("--only", default="",
+                    help="throughput of these flows only, e.g. candles,ticker (no other table)")
+    ap.add_argument("--against", type=Path, metavar="DIR",
+                    help="also run the flows from checkout DIR (e.g. a `git worktree` of an "
+                         "earlier commit), interleaved with this one: before/after in one run")
     args = ap.parse_args()
     cfg = from_env(CommonConfig)
     events = eth_events()
@@ -262,19 +294,32 @@ def main() -> int:
     changes = sum(len(e.get("bids", [])) + len(e.get("asks", [])) for e in events
                   if e["type"] == "book") * n_book
     trade_lines = relabel(events, n_trade, "trade", f"bt{uuid.uuid4().hex[:4]}")
+    only = set(filter(None, args.only.split(",")))
+    codes = (ROOT,) if args.against is None else (ROOT, args.against.resolve())
+    tag = [""] if args.against is None else ["", f" [{args.against}]"]
 
     rows = []
-    ev_s, lv_s = throughput(cfg, "orderbook", "book", book_lines, changes)
-    rows.append(["orderbook, 1 process", f"{len(book_lines):,} book events", ev_s,
-                 f"{lv_s:,.0f} level changes/s"])
-    ev2, lv2 = throughput(cfg, "orderbook", "book", book_lines, changes, processes=2)
-    rows.append(["orderbook, 2 processes", f"{len(book_lines):,} book events", ev2,
-                 f"{lv2:,.0f} level changes/s ({ev2 / ev_s:.2f}x one process)"])
+    if not only or "orderbook" in only:
+        one = throughput(cfg, "orderbook", "book", book_lines, changes, repeat=args.repeat,
+                         codes=codes)
+        two = throughput(cfg, "orderbook", "book", book_lines, changes, processes=2,
+                         repeat=args.repeat, codes=codes)
+        for t, (ev_s, lv_s), (ev2, lv2) in zip(tag, one, two, strict=True):
+            rows.append([f"orderbook, 1 process{t}", f"{len(book_lines):,} book events", ev_s,
+                         f"{lv_s:,.0f} level changes/s"])
+            rows.append([f"orderbook, 2 processes{t}", f"{len(book_lines):,} book events", ev2,
+                         f"{lv2:,.0f} level changes/s ({ev2 / ev_s:.2f}x one process)"])
     for flow in ("candles", "ticker"):
-        tr, _ = throughput(cfg, flow, "trades", trade_lines, 0)
-        rows.append([f"{flow}, 1 process", f"{len(trade_lines):,} trades", tr, ""])
+        if only and flow not in only:
+            continue
+        res = throughput(cfg, flow, "trades", trade_lines, 0, repeat=args.repeat, codes=codes)
+        for t, (tr, _) in zip(tag, res, strict=True):
+            note = "" if t or len(res) == 1 else f"{tr / res[1][0]:.2f}x{tag[1]}"
+            rows.append([f"{flow}, 1 process{t}", f"{len(trade_lines):,} trades", tr, note])
     print(table("Kafka -> flow -> Redis, sustained (run minus an empty run)",
                 ["flow", "input", "events/s", "notes"], rows))
+    if only:
+        return 0
 
     rows = []
     for flow in ("orderbook", "candles"):
