@@ -279,12 +279,12 @@ class CandleState:
     def on_trades(self, b: TradeBatch) -> list[dict[str, Any]]:
         """``on_trade`` of every trade of ``b`` in order, the records concatenated.
 
-        A run of trades in ``ts`` order, from the clock on, into the minute last updated, and
-        ending before anything is due (an update to emit, a minute to close) is the common case:
-        no trade of it is late, each moves the clock, none changes the open, the first highest
-        (lowest) price is its high (low) and the last its close. It is folded into its candle at
-        once, with C-level ``max``/``min``/``sum`` over the batch's columns; every other trade
-        goes through ``on_trade`` itself.
+        A run of trades in ``ts`` order, from the clock on, into an open minute, closing none, is
+        the common case: no trade of it is late, each moves the clock, none changes the open, the
+        first highest (lowest) price is its high (low) and the last its close. It is folded into
+        its candle at once, with C-level ``max``/``min``/``sum`` over the batch's columns, and
+        ends with the first trade at which updates are due, emitted after it as ``on_trade``
+        would. Every other trade goes through ``on_trade`` itself.
         """
         out: list[dict[str, Any]] = []
         ts, tids, px, pu, pdp, qu, qdp = b.ts, b.ids, b.px, b.px_u, b.px_dp, b.qty_u, b.qty_dp
@@ -295,11 +295,16 @@ class CandleState:
         i = 0
         while i < n:
             j = i
-            m0, t0, clock = self._marked, ts[i], self._clock
-            c = opened.get(m0) if m0 is not None else None
-            if c is not None and m0 <= t0 and t0 >= clock:
-                due = min(self._soonest, m0 + MINUTE, self._done + MINUTE + self._late_ms)
-                j = bisect_left(ts, due, i, down.index(True, i) + 1)
+            t0, clock = ts[i], self._clock
+            m0 = t0 - t0 % MINUTE
+            c = opened.get(m0)
+            if c is not None and t0 >= clock:
+                # updates are due from: the soonest throttle of the dirty intervals, all of them
+                # once this minute is marked dirty in each
+                due = self._soonest if m0 == self._marked else min(self._next)
+                end = min(m0 + MINUTE, self._done + MINUTE + self._late_ms)  # no minute closes
+                j = bisect_left(ts, end, i, down.index(True, i) + 1)
+                j = min(j, bisect_left(ts, due, i, j) + 1)
             run_ids = tids[i:j]
             if j == i or not ids.keys().isdisjoint(run_ids) or len(set(run_ids)) < j - i:
                 out.extend(self.on_trade(b.trade(i)))  # not a run, or a duplicate in it
@@ -329,7 +334,14 @@ class CandleState:
             self.stats["trades"] += j - i
             if ts[k] > clock:
                 self._clock = ts[k]
-                self._move(ts[k] - self._late_ms, out)  # prunes ids; closes nothing before due
+                self._move(ts[k] - self._late_ms, out)  # prunes ids; closes nothing before end
+            if m0 != self._marked or self._clock >= self._soonest:
+                for x, iv in enumerate(self._ivs):
+                    self._dirty[x].add(m0 - m0 % iv)
+                self._marked = m0
+                before = len(out)
+                self._emit_due(out)
+                self.stats["emitted"] += len(out) - before
             i = j
         return out
 

@@ -393,3 +393,18 @@ def _comparable(s: CandleState) -> list[Any]:
     k = 1 + CandleState._PERSIST.index("_idq")
     state[k] = sorted(state[k])
     return state
+
+
+@pytest.mark.parametrize("throttle", [0, 1000, 5000])
+def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
+    """Dense real trades (long runs, an update due every second) in flow-sized batches."""
+    trades = eth_trades()
+    params = CandleParams(emit_interval_ms=throttle)
+    a, b = CandleState(params), CandleState(params)
+    one = [r for t in trades for r in a.on_trade(t)]
+    many = [r for batch in batched(trades, list(range(0, len(trades), 397)))
+            for r in b.on_trades(batch)]
+    assert many == one
+    assert b.stats == a.stats
+    assert _comparable(b) == _comparable(a)
+    assert b.flush() == a.flush()

@@ -217,3 +217,17 @@ def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
     assert b.__getstate__() == a.__getstate__()
     assert [b.on_trade(t) for t in trades[30:]] == [a.on_trade(t) for t in trades[30:]]
     assert b.stats == a.stats
+
+
+@pytest.mark.parametrize("throttle", [0, 1000, 60_000])
+def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
+    """Dense real trades (long runs, a record due every second) in flow-sized batches."""
+    trades = eth_trades()
+    a, b = TickerState(TickerParams(throttle)), TickerState(TickerParams(throttle))
+    one = [r for t in trades for r in a.on_trade(t)]
+    many = [r for batch in batched(trades, list(range(0, len(trades), 397)))
+            for r in b.on_trades(batch)]
+    assert many == one
+    assert b.stats == a.stats
+    assert b.__getstate__() == a.__getstate__()
+    assert b.flush() == a.flush()
