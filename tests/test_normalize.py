@@ -6,6 +6,7 @@ import argparse
 import calendar
 import gzip
 import io
+import zlib
 from datetime import datetime
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
@@ -120,6 +121,16 @@ def test_kraken_reproduces_every_checksum() -> None:
     stats = normalize_file("kraken", path, io.BytesIO())
     assert with_checksum > 4000
     assert stats["checksum_ok"] == with_checksum and stats["checksum_bad"] == 0
+
+
+def test_kraken_checksum_of_documented_levels() -> None:
+    # Kraken's documented example of the v1 checksum input: each number without its decimal
+    # point and leading zeros, asks then bids; levels as Book.top's tuples or as JSON lists.
+    asks = [("0.05005", "0.00000500"), ("0.05010", "0.00000500")]
+    bids = [("0.05000", "0.00000500")]
+    want = zlib.crc32(b"5005500" b"5010500" b"5000500")
+    assert kraken_checksum(asks, bids) == want
+    assert kraken_checksum([list(lv) for lv in asks], [list(lv) for lv in bids]) == want
 
 
 def test_okx_reproduces_every_checksum() -> None:
@@ -350,7 +361,6 @@ def test_okx_checksum_of_documented_shape() -> None:
     # Interleaving with unequal depths: the longer side continues alone.
     bids = [["3366.1", "7"], ["3366", "6"]]
     asks = [["3366.8", "9"]]
-    import zlib
     v = zlib.crc32(b"3366.1:7:3366.8:9:3366:6")
     assert okx_checksum(bids, asks) == (v - (1 << 32) if v >= 1 << 31 else v)
 

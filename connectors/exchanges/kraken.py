@@ -40,15 +40,26 @@ def kraken_symbol(pair: str) -> str:
     return f"{_ASSETS.get(base, base)}-{_ASSETS.get(quote, quote)}"
 
 
-# Checksum fragment of each price/quantity string seen: a checksum is then a join of cached
-# bytes and one CRC32, not a re-format of 20 levels per update.
-_CK = Memo(lambda text: text.replace(".", "").lstrip("0").encode())
+def _digits(text: str) -> bytes:
+    return text.replace(".", "").lstrip("0").encode()
 
 
-def kraken_checksum(asks: list[list[str]], bids: list[list[str]]) -> int:
-    """CRC32 (unsigned) of the top 10 asks then bids (``[px, qty]`` pairs), as Kraken v1 does."""
-    ck = _CK
-    return zlib.crc32(b"".join([ck[px] + ck[qty] for px, qty in asks[:10] + bids[:10]]))
+# Checksum fragment of each (price, quantity) level seen: a checksum is then a join of 20 cached
+# fragments and one CRC32, not a re-format of 20 levels per update.
+_FRAGMENT = Memo(lambda lv: _digits(lv[0]) + _digits(lv[1]))
+
+
+def kraken_checksum(asks: list[tuple[str, str]], bids: list[tuple[str, str]]) -> int:
+    """CRC32 (unsigned) of the top 10 asks then bids, as Kraken v1 computes it.
+
+    Levels are ``(px, qty)`` tuples as :meth:`Book.top` returns them (``[px, qty]`` lists work,
+    slower: they are keyed as tuples).
+    """
+    top, frag = asks[:10] + bids[:10], _FRAGMENT
+    try:
+        return zlib.crc32(b"".join([frag[lv] for lv in top]))
+    except TypeError:  # unhashable [px, qty] lists
+        return zlib.crc32(b"".join([frag[tuple(lv)] for lv in top]))
 
 
 class KrakenHandler(Handler):
@@ -196,8 +207,8 @@ def at_precision(num: str, dp: int | None) -> str:
 def kraken_v2_checksum(asks: list[list[str]], bids: list[list[str]], price_dp: int,
                        qty_dp: int) -> int:
     """CRC32 of the top 10 asks then bids, each number printed at the instrument's precision."""
-    return kraken_checksum([[at_precision(p, price_dp), at_precision(q, qty_dp)] for p, q in asks],
-                           [[at_precision(p, price_dp), at_precision(q, qty_dp)] for p, q in bids])
+    return kraken_checksum([(at_precision(p, price_dp), at_precision(q, qty_dp)) for p, q in asks],
+                           [(at_precision(p, price_dp), at_precision(q, qty_dp)) for p, q in bids])
 
 
 class KrakenV2Handler(Handler):
