@@ -19,8 +19,9 @@ How it works, and why:
   extreme price in that same ``(ts, arrival)`` order (only visible when equal prices are printed
   differently, e.g. ``"1.5"`` and ``"1.50"``). Any reordering within the lateness that keeps trades
   with equal ``ts`` in their relative order therefore gives the same candles.
-- Duplicates. Ids of accepted trades are kept while their ``ts`` is at or after the watermark
-  (at most the trades of the last ``lateness_ms`` of event time, plus any with a later ``ts``).
+- Duplicates. The id of an accepted trade counts while its ``ts`` is at or after the watermark
+  (the trades of the last ``lateness_ms`` of event time, plus any with a later ``ts``); ids the
+  watermark passed are dropped in bulk once they outnumber the others (no per-trade upkeep).
   The late check comes first, so a re-sent trade older than what is kept is counted late, never
   counted twice (assuming a re-sent trade carries its original ``ts``).
 - Gap filling. With ``fill_gaps``, a minute without trades between the first trade and the
@@ -61,12 +62,10 @@ How it works, and why:
 
 from __future__ import annotations
 
-import heapq
 import re
 from bisect import bisect_left
-from collections import deque
 from dataclasses import dataclass
-from itertools import islice, repeat
+from itertools import islice
 from operator import add, gt, mul
 from typing import Any
 
@@ -83,6 +82,7 @@ _INTERVAL = re.compile(r"([0-9]+)([smhd])\Z")
 _NEG = -(1 << 62)
 _INF = 1 << 62
 _QSCALE = 2 * SCALE  # px * qty units
+_PRUNE_MIN = 64  # stale ids tolerated before a bulk drop
 
 # One candle as a mutable list (fast to update, small to pickle). Aggregates of several minutes
 # use the same layout; their *_TS fields are then meaningless.
@@ -190,8 +190,8 @@ def _fold(acc: list[Any], c: list[Any]) -> None:
 class CandleState:
     """The candles of one symbol at every configured interval (see the module docstring)."""
 
-    __slots__ = ("_clock", "_dirty", "_done", "_ex", "_fill", "_idq", "_ids", "_ivs", "_last",
-                 "_late_ms", "_marked", "_names", "_next", "_open", "_sealed", "_soonest", "_sym",
+    __slots__ = ("_clock", "_dirty", "_done", "_ex", "_fill", "_ids", "_ivs", "_last", "_late_ms",
+                 "_marked", "_names", "_next", "_open", "_prune_at", "_sealed", "_soonest", "_sym",
                  "_throttle", "_wm", "params", "stats")
 
     def __init__(self, params: CandleParams) -> None:
@@ -209,8 +209,8 @@ class CandleState:
         self._next = [_NEG] * n  # per interval: clock from which an update may be emitted
         self._soonest = _INF  # min(self._next[i]) over intervals with dirty candles
         self._marked: int | None = None  # minute whose bucket is in every dirty set
-        self._ids: dict[str, int] = {}  # id -> ts of accepted trades with ts >= watermark
-        self._idq: list[tuple[int, str]] = []  # heap of (ts, id) to prune self._ids
+        self._ids: dict[str, int] = {}  # id -> ts of accepted trades (those < watermark: stale)
+        self._prune_at = _PRUNE_MIN  # drop the stale ids when there are more than this
         self.stats: dict[str, int] = {"trades": 0, "duplicates": 0, "late": 0, "emitted": 0,
                                       "filled": 0}
 
@@ -223,15 +223,19 @@ class CandleState:
         self._fill = params.fill_gaps
 
     _PERSIST = ("_ex", "_sym", "_clock", "_wm", "_done", "_last", "_open", "_sealed", "_dirty",
-                "_next", "_soonest", "_marked", "_ids", "_idq", "stats")
+                "_next", "_soonest", "_marked", "_ids", "stats")
 
     def __getstate__(self) -> tuple[Any, ...]:
         return (self.params, *(getattr(self, a) for a in self._PERSIST))
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._configure(state[0])
-        for a, v in zip(self._PERSIST, state[1:], strict=True):
+        values = list(state[1:])
+        if len(values) == len(self._PERSIST) + 1:  # written with a heap of (ts, id) after _ids
+            del values[self._PERSIST.index("_ids") + 1]
+        for a, v in zip(self._PERSIST, values, strict=True):
             setattr(self, a, v)
+        self._prune_at = max(_PRUNE_MIN, 2 * len(self._ids))
 
     @property
     def watermark(self) -> int | None:
@@ -246,11 +250,11 @@ class CandleState:
             return [self._late(t)]
         tid = t.id
         ids = self._ids
-        if tid in ids:
+        seen = ids.get(tid)
+        if seen is not None and seen >= self._wm:  # else new, or stale (from before the watermark)
             self.stats["duplicates"] += 1
             return []
         ids[tid] = ts
-        heapq.heappush(self._idq, (ts, tid))
         if not self._ex:
             self._ex, self._sym = t.ex, t.sym
         self.stats["trades"] += 1
@@ -291,7 +295,7 @@ class CandleState:
         n = len(ts)
         # down[k]: ts[k + 1] < ts[k] (or k is the last), so a run from i ends by down.index(True, i)
         down = [*map(gt, ts, islice(ts, 1, None)), True]
-        ids, q, opened = self._ids, self._idq, self._open
+        ids, opened = self._ids, self._open
         i = 0
         while i < n:
             j = i
@@ -307,7 +311,7 @@ class CandleState:
                 j = min(j, bisect_left(ts, due, i, j) + 1)
             run_ids = tids[i:j]
             if j == i or not ids.keys().isdisjoint(run_ids) or len(set(run_ids)) < j - i:
-                out.extend(self.on_trade(b.trade(i)))  # not a run, or a duplicate in it
+                out.extend(self.on_trade(b.trade(i)))  # not a run, or an id seen (or stale)
                 i += 1
                 continue
             assert c is not None
@@ -327,10 +331,7 @@ class CandleState:
             c[_Q] += sum(map(mul, run_pu, run_qu))
             c[_Q_DP] = max(c[_Q_DP], max(map(add, pdp[i:j], run_qdp)))
             c[_N] += j - i
-            run_ts = ts[i:j]
-            ids.update(zip(run_ids, run_ts, strict=True))
-            # heappush of each (ts, id), looped in C
-            deque(map(heapq.heappush, repeat(q), zip(run_ts, run_ids, strict=True)), maxlen=0)
+            ids.update(zip(run_ids, ts[i:j], strict=True))
             self.stats["trades"] += j - i
             if ts[k] > clock:
                 self._clock = ts[k]
@@ -412,15 +413,16 @@ class CandleState:
         return DeadLetter(reason, raw, f"{t.ex}:{t.sym}", "candles").record()
 
     def _move(self, wm: int, out: list[dict[str, Any]]) -> None:
-        """Raise the watermark to ``wm``: prune ids, close the minutes it passed."""
+        """Raise the watermark to ``wm``: close the minutes it passed, drop stale ids in bulk."""
         if wm <= self._wm:
             return
         self._wm = wm
-        q, ids = self._idq, self._ids
-        while q and q[0][0] < wm:
-            ts, tid = heapq.heappop(q)
-            if ids.get(tid) == ts:
-                del ids[tid]
+        ids = self._ids
+        if len(ids) > self._prune_at:  # amortized O(1) a trade; in place: callers hold ``ids``
+            live = {tid: ts for tid, ts in ids.items() if ts >= wm}
+            ids.clear()
+            ids.update(live)
+            self._prune_at = max(_PRUNE_MIN, 2 * len(live))
         bound = wm - wm % MINUTE
         if bound > self._done:
             self._close_until(bound, out)

@@ -245,7 +245,17 @@ def test_duplicate_counted_once_and_old_duplicate_is_late() -> None:
     s.on_trade(mk(BASE + 10_000, 2, "10", "1"))
     out = s.on_trade(t)  # re-sent after the watermark passed it: its id is no longer kept
     assert out[0]["type"] == "deadletter" and s.stats["late"] == 1
-    assert s._ids == {"2": BASE + 10_000}  # the id horizon is bounded by the watermark
+    wm = s.watermark
+    assert wm is not None
+    assert {k: ts for k, ts in s._ids.items() if ts >= wm} == {"2": BASE + 10_000}
+
+
+def test_kept_ids_stay_bounded() -> None:
+    """Ids the watermark passed are dropped in bulk: at most twice those that count, plus 64."""
+    s = CandleState(CandleParams(intervals=("1m",)))
+    for i in range(20_000):
+        s.on_trade(mk(BASE + i * 50, i, "10", "1"))  # 20 trades/s: 40 ids within the lateness
+        assert len(s._ids) <= 2 * 41 + 64 + 1
 
 
 def test_live_advance_closes_on_time_and_fills_gaps() -> None:
@@ -388,11 +398,28 @@ def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], rnd: random.R
 
 
 def _comparable(s: CandleState) -> list[Any]:
-    """The persisted state, with the id heap as its sorted entries (its layout may differ)."""
+    """The persisted state with the ids that count: stale ones go in bulk, when depends on the
+    batching."""
     state = list(s.__getstate__())
-    k = 1 + CandleState._PERSIST.index("_idq")
-    state[k] = sorted(state[k])
+    k = 1 + CandleState._PERSIST.index("_ids")
+    state[k] = {tid: ts for tid, ts in state[k].items() if ts >= s._wm}
     return state
+
+
+def test_restores_snapshots_written_with_an_id_heap() -> None:
+    """Snapshots stored when the state also kept a heap of ``(ts, id)`` after ``_ids`` resume."""
+    trades = [mk(BASE + 300 * i, i % 50, "10.5", "1") for i in range(400)]  # re-sent ids too
+    a = CandleState(CandleParams(intervals=IVS))
+    for t in trades[:200]:
+        a.on_trade(t)
+    state = list(a.__getstate__())
+    k = 1 + CandleState._PERSIST.index("_ids")
+    state.insert(k + 1, sorted((ts, tid) for tid, ts in state[k].items()))
+    b = CandleState.__new__(CandleState)
+    b.__setstate__(pickle.loads(pickle.dumps(tuple(state))))  # a copy, as a restore gives
+    assert b.__getstate__() == a.__getstate__()
+    assert [b.on_trade(t) for t in trades[200:]] == [a.on_trade(t) for t in trades[200:]]
+    assert b.stats == a.stats
 
 
 @pytest.mark.parametrize("throttle", [0, 1000, 5000])

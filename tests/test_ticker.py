@@ -205,7 +205,8 @@ def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
     """Snapshots stored before ``_idq`` became two deques (one deque of ``(ts, id)``) resume."""
     from collections import deque
 
-    trades = [mk(BASE + 700 * i, i % 40, "10.5", "1") for i in range(60)]  # re-sent ids too
+    trades = [mk(BASE + 700 * i, i, f"{10 + i % 7}.5", "1") for i in range(60)]
+    trades += trades[40:50]  # re-sent
     a = TickerState(TickerParams())
     for t in trades[:30]:
         a.on_trade(t)
@@ -213,9 +214,10 @@ def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
     k = 1 + TickerState._PERSIST.index("_idq")
     state[k] = deque(zip(*state[k], strict=True))
     b = TickerState.__new__(TickerState)
-    b.__setstate__(tuple(state))
+    b.__setstate__(pickle.loads(pickle.dumps(tuple(state))))  # a copy, as a restore gives
     assert b.__getstate__() == a.__getstate__()
     assert [b.on_trade(t) for t in trades[30:]] == [a.on_trade(t) for t in trades[30:]]
+    assert a.stats["duplicates"] == 10
     assert b.stats == a.stats
 
 
