@@ -231,7 +231,8 @@ class Book:
             self.bids.set(e.bids)
             self.asks.set(e.asks)
             self.seq = e.seq
-            self._trim()
+            if self.max_levels:
+                self._trim()
             self.status = CROSSED if self.crossed() else OK
             return APPLIED
         if self.seq is not None and e.seq <= self.seq:
@@ -242,8 +243,10 @@ class Book:
             self.status = STALE
             return GAP
         if e.action == "update":
-            self.bids.set(e.bids)
-            self.asks.set(e.asks)
+            if e.bids:
+                self.bids.set(e.bids)
+            if e.asks:
+                self.asks.set(e.asks)
         elif e.action == "insert":
             self._add(self.bids, e.bids, 1)
             self._add(self.asks, e.asks, 1)
@@ -251,7 +254,8 @@ class Book:
             self._add(self.bids, e.bids, -1)
             self._add(self.asks, e.asks, -1)
         self.seq = e.seq
-        self._trim()
+        if self.max_levels:
+            self._trim()
         self.status = CROSSED if self.crossed() else OK
         return APPLIED
 
@@ -270,9 +274,8 @@ class Book:
                 side.levels[key] = (old[0], fmt(total, max(decimals(old[1]), decimals(qs))))
 
     def _trim(self) -> None:
-        if self.max_levels:
-            self.bids.cut(self.max_levels)
-            self.asks.cut(self.max_levels)
+        self.bids.cut(self.max_levels)
+        self.asks.cut(self.max_levels)
 
     def cut(self, side: str, depth: int) -> list[tuple[str, str]]:
         """Drop the levels of ``side`` beyond the best ``depth``; return them as ``(px, qty)``,
