@@ -226,7 +226,12 @@ class CandleState:
                 "_next", "_soonest", "_marked", "_ids", "stats")
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.params, *(getattr(self, a) for a in self._PERSIST))
+        # Only the ids that count, in the order they were accepted: the snapshot of a state does
+        # not depend on when stale ids happened to be dropped (a resumed flow's equals the
+        # uninterrupted one's).
+        wm = self._wm
+        return (self.params, *({k: ts for k, ts in self._ids.items() if ts >= wm} if a == "_ids"
+                               else getattr(self, a) for a in self._PERSIST))
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._configure(state[0])
@@ -251,9 +256,11 @@ class CandleState:
         tid = t.id
         ids = self._ids
         seen = ids.get(tid)
-        if seen is not None and seen >= self._wm:  # else new, or stale (from before the watermark)
-            self.stats["duplicates"] += 1
-            return []
+        if seen is not None:
+            if seen >= self._wm:
+                self.stats["duplicates"] += 1
+                return []
+            del ids[tid]  # stale (before the watermark): re-accepted, last in acceptance order
         ids[tid] = ts
         if not self._ex:
             self._ex, self._sym = t.ex, t.sym
