@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -102,17 +103,30 @@ def conflate(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     record per key and batch and loses nothing; one catching up on a backlog writes (and
     publishes) the latest state instead of every intermediate one, as consumers of market state
     want (the API conflates books per client too).
+
+    >>> recs = [{"type": "ticker", "ex": "x", "sym": s, "count": n} for s, n in
+    ...         [("A-B", 1), ("C-D", 1), ("A-B", 2)]]
+    >>> [(r["sym"], r["count"]) for r in conflate(recs)]
+    [('C-D', 1), ('A-B', 2)]
     """
-    out: list[dict[str, Any] | None] = []
-    last: dict[tuple[Any, ...], int] = {}
-    for rec in records:
-        k = (rec.get("type"), rec.get("ex"), rec.get("sym"), rec.get("iv"), rec.get("t"))
-        i = last.get(k)
-        if i is not None:
-            out[i] = None
-        last[k] = len(out)
-        out.append(rec)
-    return [r for r in out if r is not None]
+    records = list(records)
+    try:  # the keys in one C-level pass when the batch is all candles, or has none
+        keys = list(map(_CANDLE_KEY, records))
+    except KeyError:
+        keys = ([_key(r) for r in records] if any(r.get("type") == "candle" for r in records)
+                else list(map(_SYMBOL_KEY, records)))
+    last = dict(zip(keys, range(len(records)), strict=True))  # key -> index of its last record
+    if len(last) == len(records):
+        return records
+    return [records[i] for i in sorted(last.values())]
+
+
+_CANDLE_KEY = itemgetter("type", "ex", "sym", "iv", "t")
+_SYMBOL_KEY = itemgetter("type", "ex", "sym")
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    return (rec.get("type"), rec.get("ex"), rec.get("sym"), rec.get("iv"), rec.get("t"))
 
 
 class _Writer:
