@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any, Protocol
 
 import bytewax.operators as op
@@ -35,7 +36,9 @@ log = logging.getLogger(__name__)
 
 class KeyedState(Protocol):
     """The interface every per-symbol operator state offers (see operators/); trade flows'
-    states take trades with ``on_trade``, the book's takes book events with ``on_event``."""
+    states take trades with ``on_trade`` and whole groups of canonical trades with ``on_trades``
+    (a ``TradeBatch``: the same records as ``on_trade`` one by one), the book's takes book events
+    with ``on_event``."""
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]: ...
     def flush(self) -> list[dict[str, Any]]: ...
@@ -47,6 +50,7 @@ def _now_ms() -> int:
 
 
 Batch = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (records, dead letters)
+_VALUE = itemgetter(1)  # of a Message
 
 
 def _batched(out: list[dict[str, Any]]) -> list[Batch]:
@@ -132,7 +136,7 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
             if self.kind is Trade:
                 # A group of canonical trades of this key: decoded in one pass, handed over whole.
                 ex, _, sym = self.key.partition(":")
-                b = decode_trades([msg[1] for msg in group], ex, sym)
+                b = decode_trades(list(map(_VALUE, group)), ex, sym)
                 if b is not None:
                     top = max(b.ts)
                     if top > self.max_ts:
