@@ -2,9 +2,11 @@
 
 Input: the ETH trades of the canonical recording, repeated back to back (each copy shifted by a
 whole number of minutes past the previous one, ids made unique) to about 300k trades. Decoding is
-not timed: this measures the operators alone, the ceiling for the candle and ticker flows.
+not timed: this measures the operators alone, the ceiling for the candle and ticker flows. Each is
+fed one ``Trade`` at a time (``on_trade``) and as the flows feed it: ``TradeBatch`` groups of
+``--group`` trades (``on_trades``, the same records).
 
-    .venv/bin/python bench/bench_aggregates.py [--trades 300000] [--repeat 3]
+    .venv/bin/python bench/bench_aggregates.py [--trades 300000] [--repeat 3] [--group 400]
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import orjson
 
 from operators.candles import CandleParams, CandleState
-from operators.events import Trade, decode_obj
+from operators.events import Trade, TradeBatch, decode_obj, decode_trades, encode, encode_trade
 from operators.ticker import TickerParams, TickerState
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -64,6 +66,25 @@ def run_ticker(trades: list[Trade]) -> tuple[int, Any]:
     return n + len(s.flush()), s
 
 
+def batches(trades: list[Trade], size: int) -> list[TradeBatch]:
+    """``trades`` in ``TradeBatch`` groups of ``size``, as the flows' ``decode_trades`` makes."""
+    values = [encode(encode_trade(t)) for t in trades]
+    out = []
+    for i in range(0, len(values), size):
+        b = decode_trades(values[i:i + size], trades[0].ex, trades[0].sym)
+        assert b is not None
+        out.append(b)
+    return out
+
+
+def run_batched(state: Any, groups: list[TradeBatch]) -> tuple[int, Any]:
+    n = 0
+    on = state.on_trades
+    for b in groups:
+        n += len(on(b))
+    return n + len(state.flush()), state
+
+
 def run_both(trades: list[Trade]) -> tuple[int, Any]:
     c, k = CandleState(CandleParams()), TickerState(TickerParams())
     n = 0
@@ -98,13 +119,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trades", type=int, default=300_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--group", type=int, default=400, help="trades per TradeBatch")
     args = ap.parse_args()
     trades = load_trades(args.trades)
     hours = (trades[-1].ts - trades[0].ts) / 3_600_000
     print(f"{len(trades):,} trades, {hours:.1f} h of event time, best of {args.repeat}")
     print(f"{'operator':<28}{'seconds':>9}{'trades/s':>12}{'µs/trade':>10}{'records':>10}")
+    groups = batches(trades, args.group)
     for name, fn in (("CandleState (6 intervals)", run_candles), ("TickerState", run_ticker),
-                     ("both, one pass", run_both)):
+                     ("both, one pass", run_both),
+                     (f"CandleState, on_trades/{args.group}",
+                      lambda _: run_batched(CandleState(CandleParams()), groups)),
+                     (f"TickerState, on_trades/{args.group}",
+                      lambda _: run_batched(TickerState(TickerParams()), groups))):
         secs, records = best_of(fn, trades, args.repeat)
         print(f"{name:<28}{secs:>9.3f}{len(trades) / secs:>12,.0f}"
               f"{secs / len(trades) * 1e6:>10.2f}{records:>10,}")
