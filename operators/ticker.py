@@ -217,10 +217,11 @@ class TickerState:
         """``on_trade`` of every trade of ``b`` in order, the records concatenated.
 
         A run of trades in ``ts`` order, from the clock on, into an existing bucket of the
-        newest minute, and ending before a record is due, is the common case: nothing moves the
-        window, none changes the bucket's open, the first highest (lowest) price is its high
-        (low), the last trade the last. It is folded in at once, with C-level ``max``/``min``/
-        ``sum`` over the batch's columns; every other trade goes through ``on_trade`` itself.
+        newest minute, is the common case: nothing moves the window, none changes the bucket's
+        open, the first highest (lowest) price is its high (low), the last trade the last. It is
+        folded in at once, with C-level ``max``/``min``/``sum`` over the batch's columns, and
+        ends with the first trade at which a record is due, emitted after it as ``on_trade``
+        would. Every other trade goes through ``on_trade`` itself.
         """
         out: list[dict[str, Any]] = []
         ts, tids, px, pu, pdp, qu, qdp = b.ts, b.ids, b.px, b.px_u, b.px_dp, b.qty_u, b.qty_dp
@@ -236,7 +237,8 @@ class TickerState:
             slot = (m0 // MINUTE) % BUCKETS
             bucket = buckets[slot]
             if bucket is not None and t0 >= clock and open_t is not None and m0 - _SPAN <= open_t:
-                j = bisect_left(ts, min(self._next, m0 + MINUTE), i, down.index(True, i) + 1)
+                j = bisect_left(ts, m0 + MINUTE, i, down.index(True, i) + 1)
+                j = min(j, bisect_left(ts, self._next, i, j) + 1)
             run_ids = tids[i:j]
             if j == i or not ids.keys().isdisjoint(run_ids) or len(set(run_ids)) < j - i:
                 out.extend(self.on_trade(b.trade(i)))  # not a run, or a duplicate in it
@@ -283,6 +285,8 @@ class TickerState:
             self._q += q
             self._n += j - i
             self._dirty = True
+            if self._clock >= self._next:
+                out.append(self._emit())
             i = j
         return out
 
