@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.bench_book
 
-Inputs: the ETHUSDT recording (3,432 depth updates, 106,802 level changes), and a synthetic
-stream where 90% of the changes fall within 50 ticks of mid. Each update is followed by a top-20
+Inputs: the ETHUSDT recording (3,432 depth updates, 106,802 level changes), and synthetic
+streams where 90% of the changes fall within 50 ticks of mid, over 1,000 and 20,000 levels a side. Each update is followed by a top-20
 read, as the flow does when it emits (the worst case: the flow emits at most every 100 ms). The
 baseline is what one writes first: a plain dict per side, sorted on every top-N read.
 """
@@ -39,8 +39,9 @@ class NaiveBook:
                 [self.asks[p] for p in sorted(self.asks)[:n]])
 
 
-def synthetic(n_events: int = 20_000, per_event: int = 10, seed: int = 7) -> list[BookEvent]:
-    """A random walk of mid with 1,000 levels a side; 90% of changes within 50 ticks of mid."""
+def synthetic(n_events: int = 20_000, per_event: int = 10, seed: int = 7,
+              depth: int = 1000) -> list[BookEvent]:
+    """A random walk of mid with ``depth`` levels a side; 90% of changes within 50 ticks of mid."""
     rnd = random.Random(seed)
     mid = 2_000_000  # in ticks of 0.01
 
@@ -49,14 +50,14 @@ def synthetic(n_events: int = 20_000, per_event: int = 10, seed: int = 7) -> lis
 
     snap = {"type": "book", "ex": "syn", "sym": "SYN-USD", "ts": 0, "rts": 0,
             "action": "snapshot", "seq": 1,
-            "bids": [[px(mid - i), "1.5"] for i in range(1, 1001)],
-            "asks": [[px(mid + i), "1.5"] for i in range(1, 1001)]}
+            "bids": [[px(mid - i), "1.5"] for i in range(1, depth + 1)],
+            "asks": [[px(mid + i), "1.5"] for i in range(1, depth + 1)]}
     out = [decode_obj(snap)]
     for s in range(2, n_events + 2):
         mid += rnd.choice((-1, 0, 1))
         sides: dict[str, list[list[str]]] = {"bids": [], "asks": []}
         for _ in range(per_event):
-            off = rnd.randint(1, 50) if rnd.random() < 0.9 else rnd.randint(51, 1000)
+            off = rnd.randint(1, 50) if rnd.random() < 0.9 else rnd.randint(51, depth)
             qty = "0" if rnd.random() < 0.3 else f"{rnd.randint(1, 5000) / 1000:.3f}"
             side = rnd.choice(("bids", "asks"))
             sides[side].append([px(mid - off if side == "bids" else mid + off), qty])
@@ -85,8 +86,10 @@ def run_naive(evs: list[BookEvent], read_every: int) -> None:
 def main() -> int:
     eth = [decode_obj(d) for d in eth_events() if d["type"] == "book"]
     syn = synthetic()
+    deep = synthetic(n_events=2_000, depth=20_000)
     rows = []
-    for name, evs in (("ETHUSDT recording", eth), ("synthetic, 90% near mid", syn)):
+    for name, evs in (("ETHUSDT recording", eth), ("synthetic, 90% near mid", syn),
+                      ("synthetic, 20,000 levels a side", deep)):
         changes = sum(len(e.bids) + len(e.asks) for e in evs[1:])
         for label, every in (("top-20 after every event", 1), ("top-20 every 10th event", 10)):
             ours = changes / best_of(lambda evs=evs, every=every: run_book(evs, every))

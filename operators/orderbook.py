@@ -366,7 +366,7 @@ class BookState:
     def __init__(self, key: str, params: BookParams) -> None:
         self.ex, _, self.sym = key.partition(":")
         self.params = params
-        self.book = Book(params.max_levels)
+        self.book = Book(params.max_levels, head=max(64, 2 * params.depth))
         self.grouping = Grouping(params.grouping) if params.grouping else None
         self.last_emit: int | None = None  # event time of the last emission
         self.last_ts = 0  # newest event time seen
