@@ -3,8 +3,9 @@
     .venv/bin/python -m bench.bench_book
 
 Inputs: the ETHUSDT recording (3,432 depth updates, 106,802 level changes), and synthetic
-streams where 90% of the changes fall within 50 ticks of mid, over 1,000 and 20,000 levels a side. Each update is followed by a top-20
-read, as the flow does when it emits (the worst case: the flow emits at most every 100 ms). The
+streams where 90% of the changes fall within 50 ticks of mid, over 1,000 and 20,000 levels a
+side. Each update is followed by a top-20 read, as the flow does when it emits with the throttle
+off (by default it emits at most every 100 ms: the "every 10th event" rows). The
 baseline is what one writes first: a plain dict per side, sorted on every top-N read.
 """
 
