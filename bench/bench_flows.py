@@ -2,12 +2,15 @@
 
     .venv/bin/marketdata stack up && .venv/bin/python -m bench.bench_flows [--quick]
     .venv/bin/python -m bench.bench_flows --only candles,ticker --repeat 3 --against ../before
+    .venv/bin/python -m bench.bench_flows --latency --repeat 3
 
 1. Throughput, one process, `python -m bytewax.run dataflows.X:flow` with MD_STOP_AT_END=1 over a
    fresh topic: wall time of the run minus that of the same command over an empty topic (start-up
    and shutdown), so the number is the sustained rate.
-2. Latency at a fixed offered load (10,000 events/s): produce-time to Redis-visibility (pub/sub
-   delivery of the record), p50/p99, with the throttle off so every event yields a record.
+2. Latency at a fixed offered load (10,000 events/s), throttle off: for every event, produce-time
+   to the pub/sub delivery of the first record that includes it (a record conflated into a later
+   one counts at the later one's time), p50/p99; and the same load through the broker alone (a
+   bare consumer per partition), the floor no flow can beat.
 3. One vs two processes (`-i/-a`) for the order book flow: the scaling ratio on this machine.
 4. Baselines, in-process (bytewax.testing.run_main, no Kafka or Redis for either side): candles the
    way Bytewax's docs write them (`TumblingWindower` + `fold_window`, one per interval) and the
@@ -23,6 +26,8 @@ import sys
 import threading
 import time
 import uuid
+from bisect import bisect_left
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -112,8 +117,32 @@ def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], uni
     return out
 
 
-def latency(cfg: CommonConfig, flow: str, rate: int, seconds: float) -> tuple[float, float, int]:
-    """p50/p99 ms from produce to Redis pub/sub delivery at ``rate`` events/s, one symbol a 1/10."""
+def _pace(rate: int, seconds: float, send: Callable[[int], None]) -> None:
+    """Call ``send(i)`` ``rate`` times a second for ``seconds``."""
+    t0 = time.time()
+    for i in range(int(rate * seconds)):
+        send(i)
+        ahead = (i + 1) / rate - (time.time() - t0)
+        if ahead > 0.002:
+            time.sleep(ahead)  # pacing the offered load, not synchronisation
+
+
+def _p50_p99(lat: list[float]) -> tuple[float, float]:
+    if not lat:
+        return float("nan"), float("nan")
+    lat.sort()
+    return lat[len(lat) // 2], lat[int(len(lat) * 0.99)]
+
+
+def latency(cfg: CommonConfig, flow: str, rate: int, seconds: float
+            ) -> tuple[float, float, int, int]:
+    """p50/p99 ms from produce to Redis visibility, over every event, at ``rate`` events/s.
+
+    An event is visible when a record that includes it is published: the first book record with
+    ``seq`` at or after the event's, the first 1m candle of its minute counting at least as many
+    trades. Records that conflation folded into a later one count with that one's time, so the
+    measure does not favour batching. Returns (p50, p99, events measured, records received).
+    """
     from confluent_kafka import Producer
 
     prefix = f"l{uuid.uuid4().hex[:6]}."
@@ -122,11 +151,11 @@ def latency(cfg: CommonConfig, flow: str, rate: int, seconds: float) -> tuple[fl
     env = _env(prefix, cfg, MD_EMIT_INTERVAL_MS="0", MD_INTERVALS="1m")
     proc = subprocess.Popen([PY, "-m", "bytewax.run", f"dataflows.{flow}:flow"], cwd=ROOT,
                             env=env)
-    r = redis.Redis.from_url(cfg.redis_url)
-    ps = r.pubsub()
+    ps = redis.Redis.from_url(cfg.redis_url).pubsub()
     ps.psubscribe(f"md:*:{ex}:*")
-    sent: dict[tuple[str, int], float] = {}
-    got: list[float] = []
+    book = flow == "orderbook"
+    # series (a symbol; a symbol's minute for candles) -> positions seen, arrival times
+    seen: dict[Any, tuple[list[int], list[float]]] = {}
     stop = threading.Event()
 
     def listen() -> None:
@@ -136,63 +165,104 @@ def latency(cfg: CommonConfig, flow: str, rate: int, seconds: float) -> tuple[fl
                 continue
             now = time.time()
             rec = orjson.loads(m["data"])
-            k = (rec["sym"], rec["seq"] if flow == "orderbook" else rec["n"])
-            if k in sent:
-                got.append((now - sent.pop(k)) * 1000)
+            pos, times = seen.setdefault(rec["sym"] if book else (rec["sym"], rec["t"]), ([], []))
+            p = rec["seq"] if book else rec["n"]
+            if not pos or p > pos[-1]:
+                pos.append(p)
+                times.append(now)
 
     th = threading.Thread(target=listen, daemon=True)
     th.start()
     prod = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": 1,
                      "enable.idempotence": True})
-    # warm-up: wait until the flow answers
     syms = [f"L{i}-USDT" for i in range(10)]
-    seq = dict.fromkeys(syms, 0)
-    n_in_minute = dict.fromkeys(syms, 0)
-    total = int(rate * seconds)
-    t0 = time.time()
-    minute = int(t0 * 1000) // 60000
-    for i in range(total):
+    last: dict[Any, int] = {}  # series -> its newest position
+    sent: list[tuple[Any, int, float]] = []
+    topic = prefix + ("book" if book else "trades")
+
+    def send(i: int) -> None:
         sym = syms[i % len(syms)]
         now_ms = int(time.time() * 1000)
-        if flow == "orderbook":
-            seq[sym] += 1
-            s = seq[sym]
+        series = sym if book else (sym, now_ms // 60000 * 60000)
+        p = last[series] = last.get(series, 0) + 1
+        if book:
             ev = {"type": "book", "ex": ex, "sym": sym, "ts": now_ms, "rts": now_ms,
-                  "action": "snapshot" if s == 1 else "update", "seq": s,
-                  "bids": [[f"100.{s % 100:02d}", "1.5"]], "asks": [["200", "1"]]}
-            if s > 1:
-                ev["prev_seq"] = s - 1
-            key = (sym, s)
+                  "action": "snapshot" if p == 1 else "update", "seq": p,
+                  "bids": [[f"100.{p % 100:02d}", "1.5"]], "asks": [["200", "1"]]}
+            if p > 1:
+                ev["prev_seq"] = p - 1
         else:
-            if now_ms // 60000 != minute:
-                minute = now_ms // 60000
-                for k in n_in_minute:
-                    n_in_minute[k] = 0
-            n_in_minute[sym] += 1
             ev = {"type": "trade", "ex": ex, "sym": sym, "ts": now_ms, "rts": now_ms,
                   "id": str(i), "px": "100.5", "qty": "0.25", "side": "buy"}
-            key = (sym, n_in_minute[sym])
-        sent[key] = time.time()
-        prod.produce(prefix + ("book" if flow == "orderbook" else "trades"),
-                     orjson.dumps(ev), f"{ex}:{sym}")
+        sent.append((series, p, time.time()))
+        prod.produce(topic, orjson.dumps(ev), f"{ex}:{sym}")
         prod.poll(0)
-        ahead = (i + 1) / rate - (time.time() - t0)
-        if ahead > 0.002:
-            time.sleep(ahead)  # pacing the offered load, not synchronisation
+
+    _pace(rate, seconds, send)
     prod.flush()
     deadline = time.time() + 10
-    while time.time() < deadline and len(got) < total * 0.99:
+    while time.time() < deadline and any(not seen.get(k) or seen[k][0][-1] < p
+                                         for k, p in list(last.items())):
         time.sleep(0.05)
     stop.set()
     th.join()
     proc.kill()
     proc.wait()
-    # the first second is warm-up (imports, partition assignment): drop it
-    got = got[rate:] if len(got) > 2 * rate else got
-    got.sort()
-    if not got:
-        return float("nan"), float("nan"), 0
-    return got[len(got) // 2], got[int(len(got) * 0.99)], len(got)
+    lat = []
+    for series, p, t in sent[rate:]:  # the first second is warm-up (imports, assignment)
+        pos, times = seen.get(series, ([], []))
+        j = bisect_left(pos, p)
+        lat.append((times[j] - t) * 1000 if j < len(pos) else float("inf"))
+    return (*_p50_p99(lat), len(lat), sum(len(v[0]) for v in seen.values()))
+
+
+def broker_floor(cfg: CommonConfig, rate: int, seconds: float) -> tuple[float, float, int]:
+    """The same load through the broker alone: produce -> a consumer per partition (as the
+    flows' source has), with the same fetch settings, each in a thread blocked on its queue (it
+    wakes the moment a message lands, where a flow's source polls). No flow can beat it."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    from connectors.kafka import FETCH_DEFAULTS
+
+    topic = f"l{uuid.uuid4().hex[:6]}.floor"
+    ensure_topics(cfg.kafka_bootstrap, [topic], 4)
+    lat: list[float] = []
+    stop = threading.Event()
+
+    def consume(part: int) -> None:
+        c = Consumer({"bootstrap.servers": cfg.kafka_bootstrap, "group.id": "md-floor",
+                      "enable.auto.commit": False, **FETCH_DEFAULTS})
+        c.assign([TopicPartition(topic, part, 0)])
+        while not stop.is_set():
+            first = c.poll(0.1)  # returns on the first message (consume() waits for all 5,000)
+            if first is None:
+                continue
+            msgs = [first, *c.consume(5000, 0)]
+            now = time.time()
+            lat.extend((now - float(m.value())) * 1000 for m in msgs if m.error() is None)
+        c.close()
+
+    threads = [threading.Thread(target=consume, args=(p,), daemon=True) for p in range(4)]
+    for th in threads:
+        th.start()
+    prod = Producer({"bootstrap.servers": cfg.kafka_bootstrap, "linger.ms": 1,
+                     "enable.idempotence": True})
+
+    def send(i: int) -> None:
+        prod.produce(topic, repr(time.time()).encode(), f"k{i % 10}")
+        prod.poll(0)
+
+    _pace(rate, seconds, send)
+    prod.flush()
+    total = int(rate * seconds)
+    deadline = time.time() + 10
+    while time.time() < deadline and len(lat) < total:
+        time.sleep(0.05)
+    stop.set()
+    for th in threads:
+        th.join()
+    got = lat[rate:]
+    return (*_p50_p99(got), len(got))
 
 
 # -- in-process baselines ----------------------------------------------------------------------
@@ -275,6 +345,19 @@ def ours_inprocess(flow_name: str, lines: list[bytes]) -> float:
     return len(lines) / (time.perf_counter() - t)
 
 
+def latency_table(cfg: CommonConfig, seconds: float, repeat: int) -> None:
+    """Each flow and the broker floor, interleaved, ``repeat`` rounds (the tail is noisy)."""
+    rows: list[list[Any]] = []
+    for _ in range(repeat):
+        for flow in ("orderbook", "candles"):
+            p50, p99, n, recs = latency(cfg, flow, 10_000, seconds)
+            rows.append([flow, f"{p50:.1f}", f"{p99:.1f}", f"{n:,} ({recs:,} records)"])
+        p50, p99, n = broker_floor(cfg, 10_000, seconds)
+        rows.append(["broker alone (the floor)", f"{p50:.1f}", f"{p99:.1f}", f"{n:,}"])
+    print(table("Latency at 10,000 events/s: produce -> visible in Redis, every event, "
+                "throttle off", ["flow", "p50 ms", "p99 ms", "events measured"], rows))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller inputs (a smoke run)")
@@ -282,6 +365,8 @@ def main() -> int:
                     help="throughput: best of N runs (and of N empty runs)")
     ap.add_argument("--only", default="",
                     help="throughput of these flows only, e.g. candles,ticker (no other table)")
+    ap.add_argument("--latency", action="store_true",
+                    help="the latency table only (--repeat N: N interleaved rounds)")
     ap.add_argument("--against", type=Path, metavar="DIR",
                     help="also run the flows from checkout DIR (e.g. a `git worktree` of an "
                          "earlier commit), interleaved with this one: before/after in one run")
@@ -298,6 +383,9 @@ def main() -> int:
     codes = (ROOT,) if args.against is None else (ROOT, args.against.resolve())
     tag = [""] if args.against is None else ["", f" [{args.against}]"]
 
+    if args.latency:
+        latency_table(cfg, 3 if args.quick else 8, args.repeat)
+        return 0
     rows = []
     if not only or "orderbook" in only:
         one = throughput(cfg, "orderbook", "book", book_lines, changes, repeat=args.repeat,
@@ -321,12 +409,7 @@ def main() -> int:
     if only:
         return 0
 
-    rows = []
-    for flow in ("orderbook", "candles"):
-        p50, p99, n = latency(cfg, flow, 10_000, 3 if args.quick else 8)
-        rows.append([flow, "10,000 events/s", f"{p50:.1f}", f"{p99:.1f}", n])
-    print(table("Latency: produce -> Redis pub/sub, throttle off",
-                ["flow", "offered load", "p50 ms", "p99 ms", "records measured"], rows))
+    latency_table(cfg, 3 if args.quick else 8, args.repeat)
 
     rows = []
     short = trade_lines[: len(trade_lines) // (10 if args.quick else 25)]
