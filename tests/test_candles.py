@@ -376,6 +376,18 @@ def batched(trades: list[Trade], cuts: list[int]) -> list[TradeBatch]:
     return out
 
 
+def assert_batches_equal_one_by_one(a: Any, b: Any, trades: list[Trade],
+                                    cuts: list[int]) -> None:
+    """``b.on_trades`` over ``trades`` cut into batches gives the very records, stats, state and
+    flush of ``a.on_trade`` one by one (``a``, ``b``: fresh states with the same params)."""
+    one = [r for t in trades for r in a.on_trade(t)]
+    many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
+    assert many == one
+    assert b.stats == a.stats
+    assert b.__getstate__() == a.__getstate__()
+    assert b.flush() == a.flush()
+
+
 @settings(max_examples=200, deadline=None)
 @given(trade_lists(), st.randoms(use_true_random=False), st.lists(st.integers(0, 10**6)),
        st.sampled_from([0, 1000]), st.booleans())
@@ -388,13 +400,7 @@ def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], rnd: random.R
     trades += [trades[rnd.randrange(len(trades))] for _ in range(len(trades) // 5)]  # re-sent
     rnd.shuffle(trades[-len(trades) // 4:])  # some beyond the lateness: late
     params = CandleParams(intervals=IVS, emit_interval_ms=throttle, fill_gaps=fill)
-    a, b = CandleState(params), CandleState(params)
-    one = [r for t in trades for r in a.on_trade(t)]
-    many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
-    assert many == one
-    assert b.stats == a.stats
-    assert b.__getstate__() == a.__getstate__()
-    assert b.flush() == a.flush()
+    assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades, cuts)
 
 
 def test_restores_snapshots_written_with_an_id_heap() -> None:

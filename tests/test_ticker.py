@@ -14,7 +14,15 @@ from hypothesis import strategies as st
 from operators.events import Trade, encode_trade
 from operators.ticker import MINUTE, TickerParams, TickerState
 from tests.reference import accept_ticker, ref_ticker
-from tests.test_candles import BASE, batched, eth_trades, mk, price, qty
+from tests.test_candles import (
+    BASE,
+    assert_batches_equal_one_by_one,
+    batched,
+    eth_trades,
+    mk,
+    price,
+    qty,
+)
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -192,13 +200,8 @@ def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], cuts: list[in
                                               throttle: int) -> None:
     """The batch entry point gives the very records, stats and state of ``on_trade`` one by one
     (the streams include late and re-sent trades)."""
-    a, b = TickerState(TickerParams(throttle)), TickerState(TickerParams(throttle))
-    one = [r for t in trades for r in a.on_trade(t)]
-    many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
-    assert many == one
-    assert b.stats == a.stats
-    assert b.__getstate__() == a.__getstate__()
-    assert b.flush() == a.flush()
+    assert_batches_equal_one_by_one(TickerState(TickerParams(throttle)),
+                                    TickerState(TickerParams(throttle)), trades, cuts)
 
 
 def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
