@@ -424,11 +424,5 @@ def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
     """Dense real trades (long runs, an update due every second) in flow-sized batches."""
     trades = eth_trades()
     params = CandleParams(emit_interval_ms=throttle)
-    a, b = CandleState(params), CandleState(params)
-    one = [r for t in trades for r in a.on_trade(t)]
-    many = [r for batch in batched(trades, list(range(0, len(trades), 397)))
-            for r in b.on_trades(batch)]
-    assert many == one
-    assert b.stats == a.stats
-    assert b.__getstate__() == a.__getstate__()
-    assert b.flush() == a.flush()
+    assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades,
+                                    list(range(0, len(trades), 397)))

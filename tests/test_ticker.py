@@ -17,7 +17,6 @@ from tests.reference import accept_ticker, ref_ticker
 from tests.test_candles import (
     BASE,
     assert_batches_equal_one_by_one,
-    batched,
     eth_trades,
     mk,
     price,
@@ -228,11 +227,6 @@ def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
 def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
     """Dense real trades (long runs, a record due every second) in flow-sized batches."""
     trades = eth_trades()
-    a, b = TickerState(TickerParams(throttle)), TickerState(TickerParams(throttle))
-    one = [r for t in trades for r in a.on_trade(t)]
-    many = [r for batch in batched(trades, list(range(0, len(trades), 397)))
-            for r in b.on_trades(batch)]
-    assert many == one
-    assert b.stats == a.stats
-    assert b.__getstate__() == a.__getstate__()
-    assert b.flush() == a.flush()
+    assert_batches_equal_one_by_one(TickerState(TickerParams(throttle)),
+                                    TickerState(TickerParams(throttle)), trades,
+                                    list(range(0, len(trades), 397)))
