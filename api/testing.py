@@ -7,7 +7,6 @@ that listen use symbols of their own.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Iterable
 from functools import lru_cache
@@ -18,13 +17,13 @@ from urllib.parse import urlparse, urlunparse
 import orjson
 import redis
 
+from connectors.exchanges.recordings import data_dir
 from connectors.redis import _Writer
 
 __all__ = ["CANONICAL", "TEST_DB", "book_record", "db_url", "fill", "flow_records", "wipe"]
 
 TEST_DB = 9
-DATA = Path(os.environ.get("MD_SHARED_DATA")
-            or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA = data_dir()
 CANONICAL = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 
 

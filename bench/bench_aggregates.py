@@ -17,16 +17,16 @@ import gzip
 import pickle
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from connectors.exchanges.recordings import data_dir
 from operators.candles import CandleParams, CandleState
 from operators.events import Trade, TradeBatch, decode_obj, decode_trades, encode, encode_trade
 from operators.ticker import TickerParams, TickerState
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_dir()
 ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 MINUTE = 60_000
 

@@ -22,9 +22,9 @@ import orjson
 
 from connectors.exchanges import HANDLERS
 from connectors.exchanges.base import clear_caches
-from connectors.exchanges.recordings import Frame, read_frames
+from connectors.exchanges.recordings import Frame, data_dir, read_frames
 
-DATA = Path("/work/shared/data")
+DATA = data_dir()
 CASES: list[tuple[str, list[str]]] = [
     ("binance", ["hftbacktest/spot/ethusdt_20240808.gz"]),
     ("binance", ["hftbacktest/spot/btcusdt_20240808.gz", "hftbacktest/spot/btcusdt_20240809.gz"]),

@@ -11,8 +11,10 @@ from typing import Any
 
 import orjson
 
+from connectors.exchanges.recordings import data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = data_dir()
 ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import orjson
 
+from connectors.exchanges.recordings import data_dir
 from tests.util import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
+DATA = data_dir()
 ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 
 

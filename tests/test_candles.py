@@ -8,7 +8,6 @@ import pickle
 import random
 from collections import defaultdict
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,11 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.exchanges.recordings import data_dir
 from operators.candles import MINUTE, CandleParams, CandleState, parse_interval
 from operators.events import Trade, TradeBatch, decode_obj, decode_trades, encode, encode_trade
 from tests.reference import accept_candles, fold_candles, ref_candles, ref_minutes
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_dir()
 ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 BASE = 1_723_161_600_000  # 2024-08-09 00:00:00 UTC
 IVS = ("1m", "2m", "5m", "15m", "1h")

@@ -25,11 +25,11 @@ from connectors.exchanges.coinbase import CoinbaseHandler
 from connectors.exchanges.kraken import KrakenHandler, kraken_checksum
 from connectors.exchanges.normalize import normalize_file, normalize_files, register
 from connectors.exchanges.okx import OkxHandler, okx_checksum
-from connectors.exchanges.recordings import Frame, read_frames
+from connectors.exchanges.recordings import Frame, data_dir, read_frames
 from operators.events import DeadLetter, decode, decode_obj
 from operators.orderbook import Book
 
-DATA = Path("/work/shared/data")
+DATA = data_dir()
 ETH = DATA / "hftbacktest/spot/ethusdt_20240808.gz"
 BTC = [DATA / "hftbacktest/spot/btcusdt_20240808.gz", DATA / "hftbacktest/spot/btcusdt_20240809.gz"]
 USDM = DATA / "hftbacktest/usdm/btcusdt_20240808.gz"

@@ -15,11 +15,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.exchanges.recordings import data_dir
 from operators.events import BookEvent, DeadLetter, decode, decode_obj
 from operators.orderbook import Book, BookParams, BookState, Grouping
 from tests.book_reference import RefBook, as_decimal
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = data_dir()
 ETH = DATA / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz"
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import os
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from connectors.exchanges.base import sec_to_ns
 
-__all__ = ["Frame", "RecordingError", "detect_format", "read_frames"]
+__all__ = ["Frame", "RecordingError", "data_dir", "detect_format", "read_frames"]
+
+
+def data_dir() -> Path:
+    """The recorded sessions: ``MD_DATA_DIR``, else ``shared/data`` next to the repository."""
+    env = os.environ.get("MD_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 class RecordingError(ValueError):

@@ -17,12 +17,12 @@ its own true books, so a test can compare what the pipeline rebuilt with the tru
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from connectors.exchanges.recordings import data_dir
 from connectors.simulator.server import FAULTS, SimServer, VenueRunner
 from connectors.simulator.sources import Item, Synthetic, load_recording, recording_items
 from connectors.simulator.venues import VENUES, make_venue
@@ -38,12 +38,6 @@ DEMO_RECORDINGS: dict[str, list[str]] = {
     "kraken": ["cryptofeed/KRAKEN.ws.50.0"],
     "okx": ["cryptofeed/OKX.ws.1.0"],
 }
-
-
-def data_dir() -> Path:
-    """``MD_DATA_DIR``, else ``shared/data`` next to the repository."""
-    env = os.environ.get("MD_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 class Simulator:
