@@ -70,7 +70,7 @@ class _Side:
     def __init__(self, bid: bool, size: int) -> None:
         self.bid = bid
         self.size = size  # keys kept in the head after a refill or a trim
-        self.levels: dict[int, tuple[str, str]] = {}  # price units -> [px, qty]
+        self.levels: dict[int, tuple[str, str]] = {}  # price units -> (px, qty)
         self.head: list[int] = []
         self.edge = -_BIG if bid else _BIG  # an empty side: every key belongs in the head
 
@@ -176,7 +176,10 @@ class _Side:
 
 
 class Book:
-    """Bids and asks of one symbol with the sequence and sync status of DESIGN.md."""
+    """Bids and asks of one symbol with the sequence and sync status of DESIGN.md.
+
+    ``head``: how many of each side's best keys stay sorted (reads deeper than that sort more).
+    """
 
     __slots__ = ("asks", "bids", "max_levels", "seq", "status")
 
