@@ -48,12 +48,13 @@ def load_trades(target: int) -> list[Trade]:
     return out[:target]
 
 
-def run_each(state: Any, trades: list[Trade]) -> tuple[int, Any]:
-    """``state.on_trade`` one trade at a time; returns the records emitted and the state."""
+def run_each(state: Any, items: list[Any], batched: bool = False) -> tuple[int, Any]:
+    """``state.on_trade`` per trade (or ``on_trades`` per ``TradeBatch``); returns the records
+    emitted and the state."""
     n = 0
-    on = state.on_trade
-    for t in trades:
-        n += len(on(t))
+    on = state.on_trades if batched else state.on_trade
+    for item in items:
+        n += len(on(item))
     return n + len(state.flush()), state
 
 
@@ -66,14 +67,6 @@ def batches(trades: list[Trade], size: int) -> list[TradeBatch]:
         assert b is not None
         out.append(b)
     return out
-
-
-def run_batched(state: Any, groups: list[TradeBatch]) -> tuple[int, Any]:
-    n = 0
-    on = state.on_trades
-    for b in groups:
-        n += len(on(b))
-    return n + len(state.flush()), state
 
 
 def run_both(trades: list[Trade]) -> tuple[int, Any]:
@@ -122,9 +115,9 @@ def main() -> None:
                      ("TickerState", lambda tr: run_each(TickerState(TickerParams()), tr)),
                      ("both, one pass", run_both),
                      (f"CandleState, on_trades/{args.group}",
-                      lambda _: run_batched(CandleState(CandleParams()), groups)),
+                      lambda _: run_each(CandleState(CandleParams()), groups, batched=True)),
                      (f"TickerState, on_trades/{args.group}",
-                      lambda _: run_batched(TickerState(TickerParams()), groups))):
+                      lambda _: run_each(TickerState(TickerParams()), groups, batched=True))):
         secs, records = best_of(fn, trades, args.repeat)
         print(f"{name:<28}{secs:>9.3f}{len(trades) / secs:>12,.0f}"
               f"{secs / len(trades) * 1e6:>10.2f}{records:>10,}")
