@@ -27,8 +27,17 @@ def _get(url: str) -> dict:
         return json.loads(r.read())
 
 
+def _try_get(url: str) -> dict | None:
+    """``_get``, or ``None`` while nothing listens yet (the API starts after the flows)."""
+    try:
+        return _get(url)
+    except OSError:
+        return None
+
+
 def test_demo_runs_headless_and_stops_cleanly(redis_url: str, tmp_path: Path) -> None:
     port = free_port()
+    started_ms = time.time() * 1000
     env = {"MD_STATE_DIR": str(tmp_path), "MD_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
     proc = subprocess.Popen([sys.executable, "-m", "marketdata.cli", "demo", "--no-view",
                              "--duration", "300", "--api-port", str(port)], cwd=ROOT, env=env,
@@ -37,8 +46,9 @@ def test_demo_runs_headless_and_stops_cleanly(redis_url: str, tmp_path: Path) ->
     try:
         def fresh_book() -> dict | None:
             b = read_book(client, "binance", "ETH-USDT")
-            return b if b and b["status"] == "ok" and time.time() * 1000 - b["ts"] < 15_000 \
-                else None
+            # written by this demo (not left by an earlier run), and recent
+            return b if b and b["status"] == "ok" and b["ts"] >= started_ms \
+                and time.time() * 1000 - b["ts"] < 15_000 else None
         book = wait_until(fresh_book, timeout=150, interval=0.2,
                           message=f"a fresh binance:ETH-USDT book; logs in {tmp_path}/logs")
         # a sane book: best bid below best ask, each side sorted best first
@@ -47,7 +57,7 @@ def test_demo_runs_headless_and_stops_cleanly(redis_url: str, tmp_path: Path) ->
         assert bids == sorted(bids, reverse=True) and asks == sorted(asks) and bids[0] < asks[0]
         # the API serves what Redis holds (or newer), the book keeps moving forward
         api = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _get(f"{api}/healthz"), timeout=30, message="API healthy")
+        wait_until(lambda: _try_get(f"{api}/healthz"), timeout=60, message="API healthy")
         served = _get(f"{api}/v1/book/binance/ETH-USDT")
         assert served["seq"] >= book["seq"] and served["sym"] == "ETH-USDT"
         wait_until(lambda: read_book(client, "binance", "ETH-USDT")["seq"] > served["seq"],

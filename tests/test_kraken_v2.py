@@ -138,15 +138,22 @@ def test_without_precision_values_stay_as_printed_and_checksums_unverified() -> 
 
 # -- sync rules ----------------------------------------------------------------------------------
 def test_tampered_checksum_triggers_resync() -> None:
-    h, _ = _synced()
+    h, out = _synced()
+    consumer = Book()  # a book built from the published events, as the order book flow does
+    consumer.apply(decode(orjson.dumps(out[-1])))  # type: ignore[arg-type]
     (bad,) = h.on_frame(UPDATE.replace(b"2114181697", b"2114181698"), 3)
-    assert bad["action"] == "update"  # applied and published: the next snapshot replaces it
+    assert bad["action"] == "update"  # published, as a gap: it skips number 2
+    assert (bad["seq"], bad["prev_seq"]) == (3, 2)
     assert h.stats["checksum_bad"] == 1 and h.stats["resyncs"] == 1
     assert h.resync_needed() == [MATIC]
+    consumer.apply(decode(orjson.dumps(bad)))  # type: ignore[arg-type]
+    assert consumer.status == "stale"  # the consumer knows its book is wrong too
     assert h.on_frame(UPDATE, 4) == [] and h.stats["dropped"] == 1
     (snap,) = h.on_frame(SNAPSHOT, 5)  # the re-subscription's snapshot
-    assert snap["seq"] == 3 and h.resync_needed() == []  # a dropped update takes no number
-    assert h.on_frame(UPDATE, 6)[0]["prev_seq"] == 3 and h.stats["checksum_ok"] == 3
+    assert snap["seq"] == 4 and h.resync_needed() == []  # a dropped update takes no number
+    consumer.apply(decode(orjson.dumps(snap)))  # type: ignore[arg-type]
+    assert consumer.status == OK
+    assert h.on_frame(UPDATE, 6)[0]["prev_seq"] == 4 and h.stats["checksum_ok"] == 3
 
 
 def test_book_is_truncated_to_the_subscribed_depth() -> None:

@@ -240,9 +240,18 @@ def test_kraken_checksum_mismatch_requests_resync() -> None:
                             and fr.raw not in {f.raw for f in frs}))
     sym = bad[-1].replace("XBT", "BTC").replace("/", "-")
     h = KrakenHandler()
-    feed(h, tampered)
+    out = feed(h, tampered)
     assert h.stats["checksum_bad"] == 1 and h.resync_needed() == [sym]
     assert h.stats["dropped"] > 0  # updates of that pair wait for a new snapshot
+    # the update that failed is published as a gap (it skips a number): a book rebuilt from the
+    # events turns stale there, as the handler's own did, instead of staying "ok" but wrong
+    consumer = Book()
+    statuses = []
+    for d in out:
+        if d["type"] == "book" and d["sym"] == sym:
+            consumer.apply(decode_obj(d))  # type: ignore[arg-type]
+            statuses.append(consumer.status)
+    assert statuses[-1] == "stale" and statuses.count("stale") == 1 and statuses[0] == "ok"
 
 
 def test_okx_checksum_mismatch_requests_resync() -> None:
@@ -253,6 +262,9 @@ def test_okx_checksum_mismatch_requests_resync() -> None:
     out = feed(h, tampered)
     assert h.stats["checksum_bad"] == 1 and h.resync_needed() == ["BTC-USDT"]
     assert h.stats["dropped"] > 0
+    # numbered by the handler (no seqId in this format): the failed update skips a number
+    last = [d for d in out if d["type"] == "book" and d["sym"] == "BTC-USDT"][-1]
+    assert last["prev_seq"] == last["seq"] - 1 and last["prev_seq"] == h.books["BTC-USDT"].seq
     # a new snapshot restores sync
     snap = next(fr for fr in frs if '"action":"snapshot"' in fr.raw and "BTC-USDT" in fr.raw)
     out = h.on_frame(snap.raw, snap.rts)

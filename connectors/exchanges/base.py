@@ -11,6 +11,8 @@ Sequence numbers: where the exchange gives none (Kraken v1, OKX before ``seqId``
 Exchange ``level2``), the handler numbers each symbol's book events itself, 1, 2, 3, ... starting
 with the first snapshot and never going back (a resync snapshot takes the next number), and chains
 ``prev_seq`` to the previous number, so that the order book operator detects gaps uniformly.
+An update after which the book fails the exchange's checksum skips a number: consumers see the gap
+and mark their book ``stale`` until the resync snapshot, as the handler does its own.
 
 >>> to_symbol("ETHUSDT"), to_symbol("blzeth"), sec_to_ms("1633998512.0633569")
 ('ETH-USDT', 'BLZ-ETH', 1633998512063)
@@ -230,6 +232,7 @@ class Handler:
         self.books: dict[str, Book] = {}
         self._unsynced: set[str] = set()
         self._raw: str | bytes = b""
+        self._seq: dict[str, int] = {}  # the numbers of feeds without a sequence of their own
 
     # -- hooks a transport drives ------------------------------------------------------------
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
@@ -290,6 +293,24 @@ class Handler:
         raw = self._raw
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return DeadLetter(reason, text, key, STAGE).record()
+
+    def _next(self, sym: str) -> int:
+        """The next number of ``sym``'s book events, for feeds that give none (module doc)."""
+        n = self._seq.get(sym, 0) + 1
+        self._seq[sym] = n
+        return n
+
+    def _checksum_bad(self, sym: str, d: dict[str, Any], numbered: bool) -> None:
+        """The book after update ``d`` fails the exchange's checksum: count it and wait for a
+        new snapshot. Where the handler numbers the events itself (``numbered``), ``d`` also
+        skips a number, so it reaches consumers as a gap: their book, built from the same
+        levels, turns ``stale`` until the resync snapshot instead of passing for ``ok``.
+        """
+        self.stats["checksum_bad"] += 1
+        self._lose_sync(sym)
+        if numbered:
+            d["prev_seq"] = d["seq"]
+            d["seq"] = self._next(sym)
 
     def _lose_sync(self, sym: str) -> None:
         if sym not in self._unsynced:

@@ -35,7 +35,6 @@ class CoinbaseHandler(Handler):
         if api not in ("exchange", "advanced"):
             raise ValueError(f"api must be 'exchange' or 'advanced', not {api!r}")
         self.api = api  # which subscription a live connection sends; frames decode either way
-        self._seq: dict[str, int] = {}
         self._conn_seq: int | None = None  # Advanced Trade sequence_num
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
@@ -50,11 +49,6 @@ class CoinbaseHandler(Handler):
         """``sequence_num`` starts over with each connection."""
         super().on_connect()
         self._conn_seq = None
-
-    def _next(self, sym: str) -> int:
-        n = self._seq.get(sym, 0) + 1
-        self._seq[sym] = n
-        return n
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         if "channel" in msg:

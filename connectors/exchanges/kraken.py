@@ -70,18 +70,12 @@ class KrakenHandler(Handler):
     def __init__(self, depth: int = 1000) -> None:
         super().__init__()
         self.depth = depth
-        self._seq: dict[str, int] = {}
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
         pairs = [s.replace("-", "/").replace("BTC", "XBT") for s in symbols]
         return [orjson.dumps({"event": "subscribe", "pair": pairs,
                               "subscription": {"name": n, **extra}}).decode()
                 for n, extra in (("book", {"depth": self.depth}), ("trade", {}))]
-
-    def _next(self, sym: str) -> int:
-        n = self._seq.get(sym, 0) + 1
-        self._seq[sym] = n
-        return n
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         if type(msg) is dict:  # heartbeat, systemStatus, subscriptionStatus
@@ -133,8 +127,7 @@ class KrakenHandler(Handler):
             if mine == int(checksum):
                 self.stats["checksum_ok"] += 1
             else:
-                self.stats["checksum_bad"] += 1
-                self._lose_sync(sym)
+                self._checksum_bad(sym, d, numbered=True)
         return [d]
 
     @staticmethod
@@ -233,7 +226,6 @@ class KrakenV2Handler(Handler):
         self.depth = depth
         self.precisions: dict[str, tuple[int, int]] = dict(precisions or {})
         self.stats.setdefault("checksum_unverified", 0)
-        self._seq: dict[str, int] = {}
         self._req = 0
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
@@ -262,11 +254,6 @@ class KrakenV2Handler(Handler):
             return self._on_message(msg, rts)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
             return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
-
-    def _next(self, sym: str) -> int:
-        n = self._seq.get(sym, 0) + 1
-        self._seq[sym] = n
-        return n
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         if "method" in msg:  # pong, subscription acks
@@ -324,8 +311,7 @@ class KrakenV2Handler(Handler):
         elif kraken_checksum(book.top(10, "asks"), book.top(10, "bids")) == checksum:
             self.stats["checksum_ok"] += 1
         else:
-            self.stats["checksum_bad"] += 1
-            self._lose_sync(sym)
+            self._checksum_bad(sym, ev, numbered=True)
         return [ev]
 
     def _cut(self, book: Any, ev: dict[str, Any], zero: str) -> None:

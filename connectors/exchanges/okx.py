@@ -39,18 +39,9 @@ class OkxHandler(Handler):
 
     exchange = "okx"
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._seq: dict[str, int] = {}
-
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
         args = [{"channel": c, "instId": s} for s in symbols for c in ("books", "trades")]
         return [orjson.dumps({"op": "subscribe", "args": args}).decode()]
-
-    def _next(self, sym: str) -> int:
-        n = self._seq.get(sym, 0) + 1
-        self._seq[sym] = n
-        return n
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         if "event" in msg or "data" not in msg:  # subscribe / error / login answers
@@ -99,6 +90,5 @@ class OkxHandler(Handler):
             if okx_checksum(book.top(25, "bids"), book.top(25, "asks")) == checksum:
                 self.stats["checksum_ok"] += 1
             else:
-                self.stats["checksum_bad"] += 1
-                self._lose_sync(sym)
+                self._checksum_bad(sym, d, numbered=seq_id is None)
         return [d]
