@@ -23,13 +23,16 @@ def eth_events() -> list[dict[str, Any]]:
         return [orjson.loads(x) for x in fh]
 
 
-def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
-    """Best wall time of ``repeat`` runs (seconds): the least disturbed by the other core's load."""
-    best = float("inf")
+def best_of_each(fns: list[Callable[[], Any]], repeat: int = 5) -> list[float]:
+    """Best wall time (seconds) of ``repeat`` runs of each of ``fns``, their runs interleaved:
+    the best run is the least disturbed by the other core's load, and a noisy neighbour slows
+    each alike, so a ratio between them holds better than from runs taken one after another."""
+    best = [float("inf")] * len(fns)
     for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
+        for i, fn in enumerate(fns):
+            t = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t)
     return best
 
 
