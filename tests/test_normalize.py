@@ -25,7 +25,13 @@ from connectors.exchanges.coinbase import CoinbaseHandler
 from connectors.exchanges.kraken import KrakenHandler, kraken_checksum
 from connectors.exchanges.normalize import normalize_file, normalize_files, register
 from connectors.exchanges.okx import OkxHandler, okx_checksum
-from connectors.exchanges.recordings import Frame, data_dir, read_frames
+from connectors.exchanges.recordings import (
+    Frame,
+    RecordingError,
+    data_dir,
+    detect_format,
+    read_frames,
+)
 from operators.events import DeadLetter, decode, decode_obj
 from operators.orderbook import Book
 
@@ -526,3 +532,10 @@ def test_cli_unreadable_input_fails_clearly(tmp_path: Path,
     args = _cli(["normalize", "binance", "--input", str(tmp_path / "missing.ws.1.0"),
                  "--output", "-"])
     assert args.func(args) == 2
+
+
+def test_the_rest_half_of_a_cryptofeed_recording_is_named_as_such() -> None:
+    with pytest.raises(RecordingError, match=r"REST answers .* give its \*\.ws\.N\.0 file"):
+        detect_format(DATA / "cryptofeed/BINANCE.http.0.0")
+    with pytest.raises(RecordingError, match="unknown recording format"):
+        detect_format(Path("session.txt"))

@@ -60,6 +60,9 @@ def detect_format(path: Path) -> str:
         return "bybit_zip"
     if ".ws." in name:
         return "cryptofeed"
+    if ".http." in name:
+        raise RecordingError(f"{path}: the REST answers of a cryptofeed recording: give its "
+                             f"*.ws.N.0 file, which reads this one next to it")
     raise RecordingError(f"{path}: unknown recording format (expected *.gz, *.zip or *.ws.N.0)")
 
 
