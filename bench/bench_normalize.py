@@ -21,8 +21,8 @@ from pathlib import Path
 import orjson
 
 from connectors.exchanges import HANDLERS
-from connectors.exchanges.base import clear_caches
 from connectors.exchanges.recordings import Frame, data_dir, read_frames
+from operators.events import clear_caches
 
 DATA = data_dir()
 CASES: list[tuple[str, list[str]]] = [

@@ -32,7 +32,7 @@ from connectors.exchanges.recordings import (
     detect_format,
     read_frames,
 )
-from operators.events import DeadLetter, decode, decode_obj
+from operators.events import DeadLetter, _levels, book_levels, decode, decode_obj
 from operators.orderbook import Book
 
 DATA = data_dir()
@@ -539,3 +539,17 @@ def test_the_rest_half_of_a_cryptofeed_recording_is_named_as_such() -> None:
         detect_format(DATA / "cryptofeed/BINANCE.http.0.0")
     with pytest.raises(RecordingError, match="unknown recording format"):
         detect_format(Path("session.txt"))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_LEVELS)
+def test_book_levels_fast_path_equals_the_checked_loop(raw: Any) -> None:
+    """``decode_obj`` takes levels from ``book_levels`` when it accepts them: exactly what the
+    checked loop (``_levels``, which words the reasons) would have built."""
+    fast = book_levels(raw)
+    try:
+        slow = _levels({"bids": raw}, "bids")
+    except ValueError:
+        assert fast is None
+        return
+    assert fast is None or fast == slow

@@ -26,7 +26,8 @@ from typing import Any
 
 import orjson
 
-from connectors.exchanges.base import Handler, Memo, iso_to_ms, sec_to_ms
+from connectors.exchanges.base import Handler, iso_to_ms, sec_to_ms
+from operators.events import Memo
 
 __all__ = ["KrakenHandler", "KrakenV2Handler", "at_precision", "kraken_checksum",
            "kraken_v2_checksum", "plain", "v2_loads"]
