@@ -2,7 +2,7 @@
 
     .venv/bin/marketdata stack up && .venv/bin/python -m bench.bench_flows [--quick]
     .venv/bin/python -m bench.bench_flows --only candles,ticker --repeat 3 --against ../before
-    .venv/bin/python -m bench.bench_flows --latency --repeat 3
+    .venv/bin/python -m bench.bench_flows --latency --repeat 3 [--rate 10000]
 
 1. Throughput, one process, `python -m bytewax.run dataflows.X:flow` with MD_STOP_AT_END=1 over a
    fresh topic: wall time of the run minus that of the same command over an empty topic (start-up
@@ -345,16 +345,16 @@ def ours_inprocess(flow_name: str, lines: list[bytes]) -> float:
     return len(lines) / (time.perf_counter() - t)
 
 
-def latency_table(cfg: CommonConfig, seconds: float, repeat: int) -> None:
+def latency_table(cfg: CommonConfig, seconds: float, repeat: int, rate: int = 10_000) -> None:
     """Each flow and the broker floor, interleaved, ``repeat`` rounds (the tail is noisy)."""
     rows: list[list[Any]] = []
     for _ in range(repeat):
         for flow in ("orderbook", "candles"):
-            p50, p99, n, recs = latency(cfg, flow, 10_000, seconds)
+            p50, p99, n, recs = latency(cfg, flow, rate, seconds)
             rows.append([flow, f"{p50:.1f}", f"{p99:.1f}", f"{n:,} ({recs:,} records)"])
-        p50, p99, n = broker_floor(cfg, 10_000, seconds)
+        p50, p99, n = broker_floor(cfg, rate, seconds)
         rows.append(["broker alone (the floor)", f"{p50:.1f}", f"{p99:.1f}", f"{n:,}"])
-    print(table("Latency at 10,000 events/s: produce -> visible in Redis, every event, "
+    print(table(f"Latency at {rate:,} events/s: produce -> visible in Redis, every event, "
                 "throttle off", ["flow", "p50 ms", "p99 ms", "events measured"], rows))
 
 
@@ -367,6 +367,9 @@ def main() -> int:
                     help="throughput of these flows only, e.g. candles,ticker (no other table)")
     ap.add_argument("--latency", action="store_true",
                     help="the latency table only (--repeat N: N interleaved rounds)")
+    ap.add_argument("--rate", type=int, default=10_000,
+                    help="--latency: offered events/s (default 10,000, the goal's load; lower "
+                         "it where a flow cannot sustain that, or the table measures a queue)")
     ap.add_argument("--against", type=Path, metavar="DIR",
                     help="also run the flows from checkout DIR (e.g. a `git worktree` of an "
                          "earlier commit), interleaved with this one: before/after in one run")
@@ -384,7 +387,7 @@ def main() -> int:
     tag = [""] if args.against is None else ["", f" [{args.against}]"]
 
     if args.latency:
-        latency_table(cfg, 3 if args.quick else 8, args.repeat)
+        latency_table(cfg, 3 if args.quick else 8, args.repeat, args.rate)
         return 0
     rows = []
     if not only or "orderbook" in only:
