@@ -30,13 +30,15 @@ system-deps:
 
 test: setup system-deps stack-up
 	@$(BIN)/ruff check .
+	@$(BIN)/mypy
 	@$(BIN)/pytest
 
 lint: setup
 	@$(BIN)/ruff check .
+	@$(BIN)/mypy
 
 bench: setup stack-up
 	@$(BIN)/marketdata bench
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache .ruff_cache .hypothesis artifacts
+	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts

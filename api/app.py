@@ -308,7 +308,7 @@ class _App(FastAPI):
 
 
 async def _hget_data(client: aioredis.Redis, key: str) -> bytes | None:
-    raw: bytes | None = await client.hget(key, "data")  # type: ignore[misc]
+    raw: bytes | None = await client.hget(key, "data")
     return raw
 
 

@@ -59,7 +59,7 @@ def flow_records(events: str = str(CANONICAL)) -> tuple[dict[str, Any], ...]:
                                ("candles", candles, CandleConfig),
                                ("ticker", ticker, TickerConfig)):
             path = Path(tmp) / f"{name}.jsonl"
-            run_main(mod.replay(from_env(cls, env={}), events, str(path),  # type: ignore[attr-defined]
+            run_main(mod.replay(from_env(cls, env={}), events, str(path),
                                 str(Path(tmp) / f"{name}.dl.jsonl")), epoch_interval=None)
             out.extend(orjson.loads(line) for line in path.read_bytes().splitlines() if line)
     return tuple(out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+from functools import partial
 from typing import Any
 
 from bench.common import best_of_each, eth_events, table
@@ -55,7 +56,7 @@ def synthetic(n_events: int = 20_000, per_event: int = 10, seed: int = 7,
             "action": "snapshot", "seq": 1,
             "bids": [[px(mid - i), "1.5"] for i in range(1, depth + 1)],
             "asks": [[px(mid + i), "1.5"] for i in range(1, depth + 1)]}
-    out = [decode_obj(snap)]
+    out = [snap]
     for s in range(2, n_events + 2):
         mid += rnd.choice((-1, 0, 1))
         sides: dict[str, list[list[str]]] = {"bids": [], "asks": []}
@@ -64,9 +65,17 @@ def synthetic(n_events: int = 20_000, per_event: int = 10, seed: int = 7,
             qty = "0" if rnd.random() < 0.3 else f"{rnd.randint(1, 5000) / 1000:.3f}"
             side = rnd.choice(("bids", "asks"))
             sides[side].append([px(mid - off if side == "bids" else mid + off), qty])
-        out.append(decode_obj({"type": "book", "ex": "syn", "sym": "SYN-USD", "ts": s, "rts": s,
-                               "action": "update", "seq": s, "prev_seq": s - 1, **sides}))
-    return out  # type: ignore[return-value]
+        out.append({"type": "book", "ex": "syn", "sym": "SYN-USD", "ts": s, "rts": s,
+                    "action": "update", "seq": s, "prev_seq": s - 1, **sides})
+    return books(out)
+
+
+def books(objs: list[dict[str, Any]]) -> list[BookEvent]:
+    """Decoded book events (the inputs are valid: anything else is a bug here)."""
+    out = [decode_obj(o) for o in objs]
+    events = [e for e in out if isinstance(e, BookEvent)]
+    assert len(events) == len(out), "an invalid book event in the bench input"
+    return events
 
 
 def run_book(evs: list[BookEvent], read_every: int) -> None:
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5,
                     help="runs of each side, interleaved; the best of each counts (default 5)")
     repeat = ap.parse_args(argv).repeat
-    eth = [decode_obj(d) for d in eth_events() if d["type"] == "book"]
+    eth = books([d for d in eth_events() if d["type"] == "book"])
     syn = synthetic()
     deep = synthetic(n_events=2_000, depth=20_000)
     rows = []
@@ -99,9 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                       ("synthetic, 20,000 levels a side", deep)):
         changes = sum(len(e.bids) + len(e.asks) for e in evs[1:])
         for label, every in (("top-20 after every event", 1), ("top-20 every 10th event", 10)):
-            t_ours, t_base = best_of_each([lambda evs=evs, every=every: run_book(evs, every),
-                                           lambda evs=evs, every=every: run_naive(evs, every)],
-                                          repeat)
+            t_ours, t_base = best_of_each([partial(run_book, evs, every),
+                                           partial(run_naive, evs, every)], repeat)
             ours, base = changes / t_ours, changes / t_base
             rows.append([name, label, ours, base, f"{ours / base:.1f}x"])
     print(table("Order book operator: level changes/s (apply + top-20 reads)",

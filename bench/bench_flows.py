@@ -31,7 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import redis
@@ -239,7 +239,8 @@ def broker_floor(cfg: CommonConfig, rate: int, seconds: float) -> tuple[float, f
                 continue
             msgs = [first, *c.consume(5000, 0)]
             now = time.time()
-            lat.extend((now - float(m.value())) * 1000 for m in msgs if m.error() is None)
+            lat.extend((now - float(cast(bytes, m.value()))) * 1000 for m in msgs
+                       if m.error() is None)
         c.close()
 
     threads = [threading.Thread(target=consume, args=(p,), daemon=True) for p in range(4)]

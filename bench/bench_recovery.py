@@ -36,6 +36,7 @@ from bytewax.testing import TestingSource, run_main
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.files import DiscardSink
+from connectors.kafka import Message
 from dataflows.common import _Logic, build_flow
 from dataflows.config import BookConfig
 from dataflows.orderbook import state_factory
@@ -59,7 +60,8 @@ def snapshot_cost(symbols: int, depth: int) -> dict[str, float]:
     for i in range(symbols):
         key = f"bench:S{i}-USD"
         lg = _Logic("orderbook", BookEvent, make, False, None)
-        lg.on_batch([(key.encode(), _snapshot_event(f"S{i}-USD", depth, 1), T0)])
+        batch: list[Message] = [(key.encode(), _snapshot_event(f"S{i}-USD", depth, 1), T0)]
+        lg.on_batch(batch)
         logics.append((key, lg))
     t = time.perf_counter()
     blobs = [(k, pickle.dumps(lg.snapshot())) for k, lg in logics]  # Bytewax pickles it again
@@ -174,9 +176,9 @@ def main() -> None:
               f"{'B/key':>7}")
         for symbols in (10, 100, 1000):
             for depth in (20, 200, 1000):
-                r = snapshot_cost(symbols, depth)
-                print(f"{symbols:>8} {depth:>6} {r['pickle_ms']:>10.2f} {r['write_ms']:>10.2f} "
-                      f"{r['bytes'] / 1024:>9.1f} {r['bytes'] / symbols:>7.0f}", flush=True)
+                c = snapshot_cost(symbols, depth)
+                print(f"{symbols:>8} {depth:>6} {c['pickle_ms']:>10.2f} {c['write_ms']:>10.2f} "
+                      f"{c['bytes'] / 1024:>9.1f} {c['bytes'] / symbols:>7.0f}", flush=True)
 
     modes = [(m, None if m == "none" else int(m)) for m in args.modes.split(",")]
     runs: dict[str, list[dict[str, float]]] = {m: [] for m, _ in modes}

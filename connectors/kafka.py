@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -234,9 +234,9 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
         if not self._latest and self._min_ts is None and not any(map(_ERROR, msgs)):
             # The common case, data only: one C-level pass per field instead of a Python loop.
             self._down_since = None  # the broker answers
-            self._offset = msgs[-1].offset() + 1
-            out = list(zip(map(_KEY, msgs), map(_VALUE, msgs),
-                           map(_SECOND, map(_TIMESTAMP, msgs)), strict=True))
+            self._offset = cast(int, msgs[-1].offset()) + 1  # data messages have offsets
+            out = cast(list[Message], list(zip(map(_KEY, msgs), map(_VALUE, msgs),
+                                               map(_SECOND, map(_TIMESTAMP, msgs)), strict=True)))
         else:
             out = self._each(msgs)
         if self._offset is not None:

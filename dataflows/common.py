@@ -22,7 +22,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.kafka import Message
 from dataflows import metrics
@@ -50,6 +50,7 @@ def _now_ms() -> int:
 
 
 Batch = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (records, dead letters)
+EventType = type[Trade] | type[BookEvent]  # what a flow's state takes
 _VALUE = itemgetter(1)  # of a Message
 
 
@@ -93,7 +94,7 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
     looks at the clock: its output is a function of the input alone.
     """
 
-    def __init__(self, flow: str, kind: type, make_state: Callable[[str], KeyedState],
+    def __init__(self, flow: str, kind: EventType, make_state: Callable[[str], KeyedState],
                  live: bool, resume: bytes | None) -> None:
         self.flow, self.kind, self.make_state, self.live = flow, kind, make_state, live
         self.key = ""
@@ -215,7 +216,7 @@ def _by_key(batch: list[Message]) -> list[tuple[str, list[Message]]]:
     return [(_message_key(g[0]), g) for g in groups.values()]
 
 
-def build_flow(name: str, source: Source[Message], kind: type,
+def build_flow(name: str, source: Source[Message], kind: EventType,
                make_state: Callable[[str], KeyedState], records: DynamicSink[dict[str, Any]],
                deadletters: DynamicSink[dict[str, Any]], live: bool,
                extra: list[DynamicSink[dict[str, Any]]] | None = None) -> Dataflow:
@@ -247,18 +248,19 @@ def build_flow(name: str, source: Source[Message], kind: type,
     return flow
 
 
-def replay_flow(name: str, kind: type, make_state: Callable[[str], KeyedState], input_path: str,
-                output_path: str, deadletter_path: str | None) -> Dataflow:
+def replay_flow(name: str, kind: EventType, make_state: Callable[[str], KeyedState],
+                input_path: str, output_path: str, deadletter_path: str | None) -> Dataflow:
     """The flow over a file: event-time only, deterministic, flushed at end of input."""
     from connectors.files import DiscardSink, JsonLinesSink, ReplaySource
 
     want = "book" if kind is BookEvent else "trade"
-    dl: Sink[dict[str, Any]] = JsonLinesSink(deadletter_path) if deadletter_path else DiscardSink()
+    dl: DynamicSink[dict[str, Any]] = (JsonLinesSink(deadletter_path) if deadletter_path
+                                       else DiscardSink())
     return build_flow(name, ReplaySource(input_path, want), kind, make_state,
                       JsonLinesSink(output_path), dl, live=False)
 
 
-def live_flow(name: str, cfg: Any, topic: str, kind: type,
+def live_flow(name: str, cfg: Any, topic: str, kind: EventType,
               make_state: Callable[[str], KeyedState], output_topic: str) -> Dataflow:
     """The flow over Kafka into Redis (and optionally Kafka ``output_topic``)."""
     from connectors.kafka import KafkaSource
@@ -278,7 +280,7 @@ def live_flow(name: str, cfg: Any, topic: str, kind: type,
     store = active_store(sys.argv, os.environ)
     if store is not None:  # fail at start, in one paragraph, on a store this flow cannot resume
         check_or_exit(name, store, [cfg.topic(topic)])
-    extra: list[Sink[dict[str, Any]]] = []
+    extra: list[DynamicSink[dict[str, Any]]] = []
     if cfg.kafka_output:
         extra.append(RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic(output_topic)))
     return build_flow(name, source, kind, make_state,

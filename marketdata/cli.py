@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
 import logging
 import os
 import sys
@@ -20,19 +22,15 @@ FLOWS = ("orderbook", "candles", "ticker")
 def _flow_config(flow: str, args: argparse.Namespace) -> Any:
     cls = {"orderbook": cfgmod.BookConfig, "candles": cfgmod.CandleConfig,
            "ticker": cfgmod.TickerConfig}[flow]
-    overrides = {k: v for k, v in vars(args).items() if k in cls.__dataclass_fields__}
+    names = {f.name for f in dataclasses.fields(cls)}
+    overrides = {k: v for k, v in vars(args).items() if k in names}
     if isinstance(overrides.get("intervals"), str):
         overrides["intervals"] = [s.strip() for s in overrides["intervals"].split(",") if s]
     return cfgmod.from_env(cls, **overrides)
 
 
 def _replay_builder(flow: str) -> Callable[..., Any]:
-    if flow == "orderbook":
-        from dataflows.orderbook import replay
-    elif flow == "candles":
-        from dataflows.candles import replay  # type: ignore[no-redef]
-    else:
-        from dataflows.ticker import replay  # type: ignore[no-redef]
+    replay: Callable[..., Any] = importlib.import_module(f"dataflows.{flow}").replay
     return replay
 
 

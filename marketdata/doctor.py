@@ -654,8 +654,9 @@ def render(report: Report, colour: bool = False, verbose: bool = False) -> str:
 
 def _config_from_args(args: argparse.Namespace) -> DoctorConfig:
     overrides = {k: getattr(args, k, None) for k in DoctorConfig.__dataclass_fields__}
-    if overrides.get("flows") is not None:
-        overrides["flows"] = _names(overrides["flows"])
+    flows = overrides.get("flows")
+    if flows is not None:
+        overrides["flows"] = _names(flows)
     return DoctorConfig.from_env(**overrides)
 
 

@@ -205,7 +205,8 @@ class Book:
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         if len(state) == 5:  # the first form: (±price key, (px, qty units, qty)) pairs
             bids, asks, self.seq, self.status, self.max_levels = state
-            pairs = ([(-k, v[0], v[2]) for k, v in bids], [(k, v[0], v[2]) for k, v in asks])
+            pairs: tuple[list[tuple[int, str, str]], ...] = (
+                [(-k, v[0], v[2]) for k, v in bids], [(k, v[0], v[2]) for k, v in asks])
             size = 64
         else:  # best-first strings, with the head size since it was added
             bp, bq, ap, aq, self.seq, self.status, self.max_levels, *rest = state
@@ -339,14 +340,14 @@ class Grouping:
             b = (p // g) * g if side == "bids" else -((-p) // g) * g
             if b != cur:
                 if cur is not None:
-                    out.append([fmt(cur, self.dp), fmt(qty, qdp)])
+                    out.append((fmt(cur, self.dp), fmt(qty, qdp)))
                     if len(out) == n:
                         return out
                 cur, qty, qdp = b, 0, 0
             qty += qu
             qdp = max(qdp, decimals(qs))
         if cur is not None and len(out) < n:
-            out.append([fmt(cur, self.dp), fmt(qty, qdp)])
+            out.append((fmt(cur, self.dp), fmt(qty, qdp)))
         return out
 
 

@@ -195,9 +195,9 @@ def test_grouping_rounds_bids_down_and_asks_up() -> None:
                             [["100.7", "1"], ["100.2", "0.5"], ["99.9", "2.25"]],
                             [["101.1", "1"], ["101.5", "2"], ["102.4", "0.1"]], 0)))
     g = Grouping("0.5")
-    assert g.top(b, 5, "bids") == [["100.5", "1"], ["100.0", "0.5"], ["99.5", "2.25"]]
-    assert g.top(b, 5, "asks") == [["101.5", "3"], ["102.5", "0.1"]]
-    assert Grouping("1").top(b, 1, "bids") == [["100", "1.5"]]
+    assert g.top(b, 5, "bids") == [("100.5", "1"), ("100.0", "0.5"), ("99.5", "2.25")]
+    assert g.top(b, 5, "asks") == [("101.5", "3"), ("102.5", "0.1")]
+    assert Grouping("1").top(b, 1, "bids") == [("100", "1.5")]
 
 
 def test_snapshot_pickles_small_and_restores_exactly() -> None:

@@ -271,8 +271,8 @@ class Handler:
             d["checksum"] = checksum
         lb = book_levels(bids)
         la = book_levels(asks) if lb is not None else None
-        if (la is not None and valid_key(self.exchange, sym) and _uint(ts) and _uint(rts)
-                and _uint(seq) and (prev_seq is None or _uint(prev_seq))
+        if (lb is not None and la is not None and valid_key(self.exchange, sym) and _uint(ts)
+                and _uint(rts) and _uint(seq) and (prev_seq is None or _uint(prev_seq))
                 and (checksum is None or type(checksum) is int)):
             ev = BookEvent(self.exchange, sym, ts, rts, action, seq, prev_seq, lb, la, checksum)
         else:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -198,7 +198,7 @@ def at_precision(num: str, dp: int | None) -> str:
     return f"{whole}.{frac}" if frac else whole
 
 
-def kraken_v2_checksum(asks: list[list[str]], bids: list[list[str]], price_dp: int,
+def kraken_v2_checksum(asks: Sequence[Sequence[str]], bids: Sequence[Sequence[str]], price_dp: int,
                        qty_dp: int) -> int:
     """CRC32 of the top 10 asks then bids, each number printed at the instrument's precision."""
     return kraken_checksum([(at_precision(p, price_dp), at_precision(q, qty_dp)) for p, q in asks],

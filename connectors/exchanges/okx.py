@@ -14,6 +14,7 @@ since canonical symbols hold one dash.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from connectors.exchanges.base import Handler, crc32_signed, to_symbol
 __all__ = ["OkxHandler", "okx_checksum"]
 
 
-def okx_checksum(bids: list[list[str]], asks: list[list[str]]) -> int:
+def okx_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
     """OKX's signed CRC32 of the top 25 levels, bids and asks interleaved."""
     parts: list[str] = []
     for i in range(25):

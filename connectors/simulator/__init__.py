@@ -117,10 +117,10 @@ class Simulator:
 
     def book(self, exchange: str, sym: str) -> dict[str, Any]:
         """The true book: ``{"seq", "bids": [[px, qty], ...], "asks": [...]}``, best first."""
-        return self.control("book", ex=exchange, sym=sym)  # type: ignore[no-any-return]
+        return self.control("book", ex=exchange, sym=sym)
 
     def status(self, exchange: str | None = None) -> dict[str, Any]:
-        return self.control("status", ex=exchange)  # type: ignore[no-any-return]
+        return self.control("status", ex=exchange)
 
     def stop(self) -> None:
         if not self._loop.is_running():

@@ -265,7 +265,7 @@ class SimServer:
         self._server = await serve(self._handle, self.host, self.port,
                                    process_request=self._process_request,
                                    ping_interval=None, max_size=None, compression=None)
-        self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = self._server.sockets[0].getsockname()[1]
         self._tasks = [asyncio.create_task(r.run()) for r in self.runners.values()]
         return self.port
 

@@ -23,7 +23,7 @@ import orjson
 from connectors.exchanges.base import to_symbol
 from connectors.exchanges.kraken import kraken_checksum, kraken_symbol, kraken_v2_checksum
 from connectors.exchanges.okx import okx_checksum
-from operators.events import BookEvent, decode_obj
+from operators.events import BookEvent, DeadLetter, decode_obj
 from operators.fixed import decimals
 from operators.orderbook import Book
 
@@ -78,8 +78,9 @@ class Venue:
         ev = decode_obj({"type": "book", "ex": self.exchange or "sim", "sym": sym, "ts": ts,
                          "rts": ts, "action": action, "seq": self.seq[sym], "bids": bids,
                          "asks": asks})
-        if not isinstance(ev, BookEvent):
+        if isinstance(ev, DeadLetter):
             raise ValueError(f"invalid simulated book change: {ev.reason}")
+        assert isinstance(ev, BookEvent)
         return ev
 
     def apply(self, sym: str, ts: int, bids: Levels, asks: Levels) -> tuple[int, int]:
