@@ -33,8 +33,7 @@ def serving(app: Any, host: str = "127.0.0.1", port: int = 0,
 
     ``port=0`` picks a free port (read back from the bound socket, so there is no race).
     """
-    server = uvicorn.Server(config(app, host, port))
-    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
+    server = uvicorn.Server(config(app, host, port))  # off the main thread: no signal handlers
     thread = threading.Thread(target=server.run, name="md-api-uvicorn", daemon=True)
     thread.start()
     started = threading.Event()

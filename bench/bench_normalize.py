@@ -4,7 +4,7 @@ For each recording the frames are read into memory first (file reading is not me
 the same run, interleaved (the machine may be shared): ``orjson.loads`` of every frame (the floor:
 no handler can be faster), and a fresh handler normalizing every frame, best of ``--repeat`` runs
 each. Prints frames/s and the ratio (handler time / decode time; the goal of issue 4 is within
-3x). The handlers cache the price and quantity strings they have seen (module-level memos), so
+3x). The price and quantity strings seen are cached (the memos of ``operators.events``), so
 the first run (``cold``: caches cleared before it) parses every string once, and later runs
 (``warm``, the best of them) find most strings cached: a live feed sits in between, as it repeats
 most prices but keeps sending new quantities.

@@ -147,26 +147,11 @@ def _str(obj: dict[str, Any], name: str, kind: str) -> str:
     return v
 
 
-_PARSED: dict[str, tuple[int, int]] = {}
-_PARSED_MAX = 200_000
-
-
-def _parse(text: Any) -> tuple[int, int]:
-    """``parse`` with a bounded memo: books repeat the same price and size strings constantly."""
-    r = _PARSED.get(text) if type(text) is str else None
-    if r is None:
-        r = parse(text)
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[text] = r
-    return r
-
-
 class Memo(dict[Any, Any]):
     """A bounded cache ``key -> compute(key)`` filled on a miss, in one C-level lookup on a hit.
 
-    ``compute`` raises ``KeyError`` for a key it refuses (nothing is stored), so a hit can also
-    mean "valid". Cleared when full: it is only a cache. :func:`clear_caches` empties every memo
+    ``compute`` raises for a key it refuses (nothing is stored), so a hit can also mean
+    "valid". Cleared when full: it is only a cache. :func:`clear_caches` empties every memo
     (benchmarks measure cold runs with it).
     """
 
@@ -193,7 +178,6 @@ def clear_caches() -> None:
     """Forget every memoized string (as a new process would start)."""
     for m in _MEMOS:
         m.clear()
-    _PARSED.clear()
 
 
 def _units_at_least(least: int) -> Callable[[Any], int]:
@@ -212,6 +196,12 @@ def _units_at_least(least: int) -> Callable[[Any], int]:
 # time, so each is parsed once, and a hit is also a validation.
 _PX = Memo(_units_at_least(1))  # prices: > 0
 _QTY = Memo(_units_at_least(0))  # quantities: >= 0
+_PARSED = Memo(parse)  # (units, decimals): trades need both, their records print sums
+
+
+def _parse(text: Any) -> tuple[int, int]:
+    """``parse``, memoized for strings (one that ``parse`` refuses raises and is not stored)."""
+    return _PARSED[text] if type(text) is str else parse(text)
 
 
 def px_units(text: Any) -> int | None:
@@ -424,10 +414,7 @@ class TradeBatch:
 
 def _units(texts: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Units and decimals of every string (memoized ``parse``), all positive; else raises."""
-    out = list(map(_PARSED.get, texts))
-    if None in out:
-        out = [r if r is not None else _parse(x) for r, x in zip(out, texts, strict=True)]
-    units, dps = zip(*out, strict=True)
+    units, dps = zip(*map(_PARSED.__getitem__, texts), strict=True)
     if min(units) <= 0:
         raise DecimalError("not positive")
     return units, dps

@@ -156,6 +156,24 @@ def test_tampered_checksum_triggers_resync() -> None:
     assert h.on_frame(UPDATE, 6)[0]["prev_seq"] == 4 and h.stats["checksum_ok"] == 3
 
 
+def test_snapshot_failing_its_checksum_is_followed_by_a_gap() -> None:
+    h = KrakenV2Handler(depth=10)
+    h.on_frame(INSTRUMENT, 1)
+    snap, gap = h.on_frame(SNAPSHOT.replace(b"2439117997", b"2439117998"), 2)
+    assert snap["action"] == "snapshot" and "prev_seq" not in snap and snap["seq"] == 1
+    assert (gap["action"], gap["seq"], gap["prev_seq"], gap["bids"], gap["asks"]) == \
+        ("update", 3, 2, [], [])
+    assert h.resync_needed() == [MATIC] and h.stats["checksum_bad"] == 1
+    consumer = Book()
+    consumer.apply(decode(orjson.dumps(snap)))  # type: ignore[arg-type]
+    assert consumer.status == OK
+    consumer.apply(decode(orjson.dumps(gap)))  # type: ignore[arg-type]
+    assert consumer.status == "stale"  # not "ok" on a book the exchange's checksum refuses
+    (good,) = h.on_frame(SNAPSHOT, 3)
+    consumer.apply(decode(orjson.dumps(good)))  # type: ignore[arg-type]
+    assert good["seq"] == 4 and consumer.status == OK and h.resync_needed() == []
+
+
 def test_book_is_truncated_to_the_subscribed_depth() -> None:
     h, _ = _synced(depth=10)
     book = h.books[MATIC]

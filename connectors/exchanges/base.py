@@ -11,8 +11,9 @@ Sequence numbers: where the exchange gives none (Kraken v1, OKX before ``seqId``
 Exchange ``level2``), the handler numbers each symbol's book events itself, 1, 2, 3, ... starting
 with the first snapshot and never going back (a resync snapshot takes the next number), and chains
 ``prev_seq`` to the previous number, so that the order book operator detects gaps uniformly.
-An update after which the book fails the exchange's checksum skips a number: consumers see the gap
-and mark their book ``stale`` until the resync snapshot, as the handler does its own.
+A book that fails the exchange's checksum reaches consumers as a gap (a failing update skips a
+number; a failing snapshot is followed by an empty update that does): their book turns ``stale``
+until the resync snapshot, as the handler's own does.
 
 >>> to_symbol("ETHUSDT"), to_symbol("blzeth"), sec_to_ms("1633998512.0633569")
 ('ETH-USDT', 'BLZ-ETH', 1633998512063)
@@ -214,17 +215,28 @@ class Handler:
         self._seq[sym] = n
         return n
 
-    def _checksum_bad(self, sym: str, d: dict[str, Any], numbered: bool) -> None:
-        """The book after update ``d`` fails the exchange's checksum: count it and wait for a
-        new snapshot. Where the handler numbers the events itself (``numbered``), ``d`` also
-        skips a number, so it reaches consumers as a gap: their book, built from the same
-        levels, turns ``stale`` until the resync snapshot instead of passing for ``ok``.
+    def _checksum_bad(self, sym: str, d: dict[str, Any], numbered: bool) -> list[dict[str, Any]]:
+        """The book after event ``d`` fails the exchange's checksum: count it, wait for a new
+        snapshot, and return what to publish. Where the handler numbers the events itself
+        (``numbered``), consumers are told by a gap, so that their book, built from the same
+        levels, turns ``stale`` until the resync snapshot instead of passing for ``ok``: an
+        update skips a number; a snapshot is followed by an empty update that does.
         """
         self.stats["checksum_bad"] += 1
         self._lose_sync(sym)
-        if numbered:
+        if not numbered:
+            return [d]
+        if d["action"] != "snapshot":
             d["prev_seq"] = d["seq"]
             d["seq"] = self._next(sym)
+            return [d]
+        skipped = self._next(sym)
+        gap = {"type": "book", "ex": self.exchange, "sym": sym, "ts": d["ts"], "rts": d["rts"],
+               "action": "update", "seq": self._next(sym), "prev_seq": skipped, "bids": [],
+               "asks": []}
+        self.stats["book_events"] += 1
+        self.stats["events"] += 1
+        return [d, gap]
 
     def _lose_sync(self, sym: str) -> None:
         if sym not in self._unsynced:

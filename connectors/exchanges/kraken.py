@@ -128,7 +128,7 @@ class KrakenHandler(Handler):
             if mine == int(checksum):
                 self.stats["checksum_ok"] += 1
             else:
-                self._checksum_bad(sym, d, numbered=True)
+                return self._checksum_bad(sym, d, numbered=True)
         return [d]
 
     @staticmethod
@@ -312,7 +312,7 @@ class KrakenV2Handler(Handler):
         elif kraken_checksum(book.top(10, "asks"), book.top(10, "bids")) == checksum:
             self.stats["checksum_ok"] += 1
         else:
-            self._checksum_bad(sym, ev, numbered=True)
+            return self._checksum_bad(sym, ev, numbered=True)
         return [ev]
 
     def _cut(self, book: Any, ev: dict[str, Any], zero: str) -> None:

@@ -91,5 +91,5 @@ class OkxHandler(Handler):
             if okx_checksum(book.top(25, "bids"), book.top(25, "asks")) == checksum:
                 self.stats["checksum_ok"] += 1
             else:
-                self._checksum_bad(sym, d, numbered=seq_id is None)
+                return self._checksum_bad(sym, d, numbered=seq_id is None)
         return [d]
