@@ -35,6 +35,7 @@ from operators.events import (
     DeadLetter,
     book_levels,
     decode_obj,
+    encode_book_event,
     px_units,
     qty_units,
 )
@@ -231,9 +232,8 @@ class Handler:
             d["seq"] = self._next(sym)
             return [d]
         skipped = self._next(sym)
-        gap = {"type": "book", "ex": self.exchange, "sym": sym, "ts": d["ts"], "rts": d["rts"],
-               "action": "update", "seq": self._next(sym), "prev_seq": skipped, "bids": [],
-               "asks": []}
+        gap = encode_book_event(BookEvent(self.exchange, sym, d["ts"], d["rts"], "update",
+                                          self._next(sym), skipped))
         self.stats["book_events"] += 1
         self.stats["events"] += 1
         return [d, gap]
