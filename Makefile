@@ -8,7 +8,7 @@ STAMP   := $(VENV)/.installed
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operators/_native.c
 	@echo "==> creating $(VENV) and installing the project (first run takes a minute)"
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@$(BIN)/python -m pip install --quiet --upgrade pip
@@ -41,4 +41,4 @@ bench: setup stack-up
 	@$(BIN)/marketdata bench
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts
+	rm -rf $(VENV) operators/_native.*.so .state .pytest_cache .ruff_cache .mypy_cache .hypothesis artifacts

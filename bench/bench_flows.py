@@ -117,6 +117,35 @@ def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], uni
     return out
 
 
+def _drain(cfg: CommonConfig, topic: str) -> float:
+    """Seconds to read ``topic`` to its end with the flows' ``KafkaSource``, in-process."""
+    from connectors.kafka import KafkaSource
+
+    src = KafkaSource(cfg.kafka_bootstrap, [topic], start="earliest", stop_at_end=True,
+                      batch_size=cfg.batch_size, group_id=f"d{uuid.uuid4().hex[:6]}")
+    t = time.perf_counter()
+    parts = [src.build_part("in", p, None) for p in src.list_parts()]
+    while parts:
+        for p in list(parts):
+            try:
+                p.next_batch()
+            except StopIteration:
+                p.close()
+                parts.remove(p)
+    return time.perf_counter() - t
+
+
+def source_floor(cfg: CommonConfig, lines: list[bytes], repeat: int = 1) -> float:
+    """Messages/s of the Kafka source alone (no Bytewax, no decoding): what any flow here reads
+    at most. Best of ``repeat`` drains minus the best drain of an empty topic, as for the flows."""
+    prefix = f"f{uuid.uuid4().hex[:6]}."
+    ensure_topics(cfg.kafka_bootstrap, [prefix + "full", prefix + "empty"], 4)
+    produce_lines(cfg.kafka_bootstrap, prefix + "full", lines)
+    full = min(_drain(cfg, prefix + "full") for _ in range(repeat))
+    empty = min(_drain(cfg, prefix + "empty") for _ in range(repeat))
+    return len(lines) / max(full - empty, 1e-3)
+
+
 def _pace(rate: int, seconds: float, send: Callable[[int], None]) -> None:
     """Call ``send(i)`` ``rate`` times a second for ``seconds``."""
     t0 = time.time()
@@ -408,6 +437,9 @@ def main() -> int:
         for t, (tr, _) in zip(tag, res, strict=True):
             note = "" if t or len(res) == 1 else f"{tr / res[1][0]:.2f}x{tag[1]}"
             rows.append([f"{flow}, 1 process{t}", f"{len(trade_lines):,} trades", tr, note])
+    if not only or only & {"candles", "ticker"}:
+        rows.append(["Kafka source alone (the ceiling)", f"{len(trade_lines):,} trades",
+                     source_floor(cfg, trade_lines, args.repeat), "no Bytewax, no decoding"])
     print(table("Kafka -> flow -> Redis, sustained (run minus an empty run)",
                 ["flow", "input", "events/s", "notes"], rows))
     if only:

@@ -26,13 +26,18 @@ True
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from operators.fixed import DecimalError, parse
+
+try:  # the compiled trade scanner, where built (pip install -e .); same results without it
+    from operators import _native
+except ImportError:  # pragma: no cover - a checkout that was not built
+    _native = None  # type: ignore[assignment]
 
 __all__ = [
     "ACTIONS",
@@ -392,72 +397,90 @@ class TradeBatch:
     that want it (late trades, dead letters, anything uncommon).
     """
 
-    __slots__ = ("ex", "ids", "px", "px_dp", "px_u", "qty_dp", "qty_u", "rows", "sym", "ts")
+    __slots__ = ("ex", "ids", "px", "px_dp", "px_u", "qty", "qty_dp", "qty_u", "rts", "side",
+                 "sym", "ts")
 
-    def __init__(self, ex: str, sym: str, rows: list[tuple[str, ...]]) -> None:
-        self.ex, self.sym, self.rows = ex, sym, rows
-        ts, _rts, ids, px, qty, _side = zip(*rows, strict=True)
-        self.ts: list[int] = list(map(int, ts))
-        self.ids: tuple[str, ...] = ids
-        self.px: tuple[str, ...] = px
-        self.px_u, self.px_dp = _units(px)
-        self.qty_u, self.qty_dp = _units(qty)
+    def __init__(self, ex: str, sym: str, columns: Sequence[list[Any]]) -> None:
+        self.ex, self.sym = ex, sym
+        self.ts: list[int]
+        self.rts: list[int]
+        self.ids: list[str]
+        self.px: list[str]
+        self.qty: list[str]
+        self.side: list[str]
+        self.px_u: list[int]
+        self.px_dp: list[int]
+        self.qty_u: list[int]
+        self.qty_dp: list[int]
+        (self.ts, self.rts, self.ids, self.px, self.qty, self.side, self.px_u, self.px_dp,
+         self.qty_u, self.qty_dp) = columns
 
     def __len__(self) -> int:
         return len(self.ts)
 
     def trade(self, i: int) -> Trade:
-        _, rts, tid, px, qty, side = self.rows[i]
-        return Trade(self.ex, self.sym, self.ts[i], int(rts), tid, px, qty, side, self.px_u[i],
-                     self.qty_u[i], self.px_dp[i], self.qty_dp[i])
+        return Trade(self.ex, self.sym, self.ts[i], self.rts[i], self.ids[i], self.px[i],
+                     self.qty[i], self.side[i], self.px_u[i], self.qty_u[i], self.px_dp[i],
+                     self.qty_dp[i])
 
 
-def _units(texts: tuple[str, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def _units(texts: tuple[str, ...]) -> tuple[list[int], list[int]]:
     """Units and decimals of every string (memoized ``parse``), all positive; else raises."""
     units, dps = zip(*map(_PARSED.__getitem__, texts), strict=True)
     if min(units) <= 0:
         raise DecimalError("not positive")
-    return units, dps
+    return list(units), list(dps)
 
 
-_BATCH_PATTERNS: dict[str, re.Pattern[str] | None] = {}
+_BATCH_PATTERNS: dict[str, tuple[re.Pattern[str], bytes] | None] = {}
 
 
-def _batch_pattern(ex: str, sym: str) -> re.Pattern[str] | None:
-    """``_FAST_TRADE`` for one symbol, one trade a line: ``None`` if ``ex``/``sym`` are invalid."""
+def _batch_pattern(ex: str, sym: str) -> tuple[re.Pattern[str], bytes] | None:
+    """``_FAST_TRADE`` for one symbol, one trade a line, and the canonical start of its values
+    (for the compiled scanner): ``None`` if ``ex``/``sym`` are invalid."""
     key = f"{ex}:{sym}"
     if key in _BATCH_PATTERNS:
         return _BATCH_PATTERNS[key]
-    pat = None
+    found = None
     if _EX.match(ex) and _SYM.match(sym):
         pat = re.compile(
             r'^\{"type":"trade","ex":"' + re.escape(ex) + r'","sym":"' + re.escape(sym) + r'",'
             r'"ts":(0|[1-9][0-9]{0,17}),"rts":(0|[1-9][0-9]{0,17}),"id":"([ !#-\[\]-~]+)",'
             r'"px":"([0-9.]+)","qty":"([0-9.]+)","side":"(buy|sell)"\}[ \t\r]*$', re.M)
+        found = pat, f'{{"type":"trade","ex":"{ex}","sym":"{sym}","ts":'.encode()
     if len(_BATCH_PATTERNS) >= 100_000:
         _BATCH_PATTERNS.clear()
-    _BATCH_PATTERNS[key] = pat
-    return pat
+    _BATCH_PATTERNS[key] = found
+    return found
 
 
 def decode_trades(values: list[bytes], ex: str, sym: str) -> TradeBatch | None:
     """The trades of one symbol decoded in one pass, if every value is a canonical trade of
     ``ex``/``sym`` that ``decode`` would accept as is; ``None`` otherwise (decode them one by one:
-    that path words the dead letters). One regex scan over the joined values instead of one call
-    per message: the per-message Python work is most of the decoding cost.
+    that path words the dead letters). By the compiled scanner (``operators/_native.c``) where it
+    is built, else by one regex scan over the joined values: either way no per-message Python.
 
     >>> v = [b'{"type":"trade","ex":"okx","sym":"ETH-USDT","ts":5,"rts":6,"id":"a b",'
     ...      b'"px":"2.50","qty":"1","side":"sell"}']
     >>> b = decode_trades(v * 2, "okx", "ETH-USDT")
     >>> b.ts, b.px_u, b.px_dp, b.trade(1) == decode(v[0])
-    ([5, 5], (2500000000000000000, 2500000000000000000), (2, 2), True)
+    ([5, 5], [2500000000000000000, 2500000000000000000], [2, 2], True)
     >>> decode_trades(v, "okx", "BTC-USDT"), decode_trades([v[0].replace(b'"1"', b'"0"')], "okx",
     ...                                                     "ETH-USDT")
     (None, None)
     """
-    pat = _batch_pattern(ex, sym)
-    if pat is None:
+    found = _batch_pattern(ex, sym)
+    if found is None:
         return None
+    if _native is not None:
+        columns = _native.decode_trades(values, found[1], _PARSED)
+        return None if columns is None else TradeBatch(ex, sym, columns)
+    return _decode_trades_py(values, ex, sym, found[0])
+
+
+def _decode_trades_py(values: list[bytes], ex: str, sym: str,
+                      pat: re.Pattern[str]) -> TradeBatch | None:
+    """``decode_trades`` in pure Python: the reference the compiled scanner is tested against."""
     try:
         text = b"\n".join(values).decode()
     except UnicodeDecodeError:
@@ -467,10 +490,14 @@ def decode_trades(values: list[bytes], ex: str, sym: str) -> TradeBatch | None:
     # a value means every value matched whole.
     if len(rows) != len(values) or text.count("\n") != len(values) - 1:
         return None
+    ts, rts, ids, px, qty, side = zip(*rows, strict=True)
     try:
-        return TradeBatch(ex, sym, rows)
+        px_u, px_dp = _units(px)
+        qty_u, qty_dp = _units(qty)
     except DecimalError:
         return None
+    return TradeBatch(ex, sym, (list(map(int, ts)), list(map(int, rts)), list(ids), list(px),
+                                list(qty), list(side), px_u, px_dp, qty_u, qty_dp))
 
 
 def encode_trade(t: Trade) -> dict[str, Any]:

@@ -1,0 +1,100 @@
+"""The compiled trade scanner (operators/_native.c) against the pure-Python path it replaces.
+
+``decode_trades`` must give the same ``TradeBatch`` columns, or the same refusal (``None``), for
+any group of values: canonical trades, near misses one byte away, and edge values of every field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators import events
+from operators.events import _PARSED, _batch_pattern, _decode_trades_py, clear_caches, encode
+
+EX, SYM = "binance", "ETH-USDT"
+
+
+def _native_columns(values: list[Any], ex: str = EX, sym: str = SYM) -> Any:
+    found = _batch_pattern(ex, sym)
+    assert found is not None
+    return events._native.decode_trades(values, found[1], _PARSED)
+
+
+def _python_columns(values: list[Any], ex: str = EX, sym: str = SYM) -> Any:
+    found = _batch_pattern(ex, sym)
+    assert found is not None
+    b = _decode_trades_py(values, ex, sym, found[0])
+    if b is None:
+        return None
+    return (b.ts, b.rts, b.ids, b.px, b.qty, b.side, b.px_u, b.px_dp, b.qty_u, b.qty_dp)
+
+
+def test_the_compiled_scanner_is_built() -> None:
+    assert events._native is not None, (
+        "operators/_native.c is not built: `make setup` (pip install -e .) compiles it")
+
+
+number = st.one_of(
+    st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,20})?", fullmatch=True),
+    st.sampled_from(["0", "0.0", "00.10", ".5", "5.", ".", "1.2.3", "", "1e5", "-1", "12"]))
+integer = st.one_of(st.integers(0, 10**18), st.sampled_from([0, 10**18 - 1, 10**18, 2**63]))
+trade_id = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=0, max_size=8)
+
+
+@st.composite
+def values(draw: st.DrawFn) -> list[bytes]:
+    """Canonical trades of EX/SYM, some of them edited into near misses."""
+    out = []
+    for _ in range(draw(st.integers(1, 6))):
+        obj = {"type": "trade", "ex": EX, "sym": SYM, "ts": draw(integer), "rts": draw(integer),
+               "id": draw(trade_id), "px": draw(number), "qty": draw(number),
+               "side": draw(st.sampled_from(["buy", "sell", "hold"]))}
+        raw = encode(obj)
+        if draw(st.booleans()):  # a near miss: one byte changed, inserted or removed
+            i = draw(st.integers(0, len(raw)))
+            b = draw(st.sampled_from([b'"', b"\\", b"\n", b" ", b"\t", b"\r", b"0", b"9", b".",
+                                      b"-", b"}", b"{", b":", b",", "\u00e9".encode(), b"\x00",
+                                      b"", b"01"]))
+            raw = raw[:i] + b + raw[i + draw(st.integers(0, 1)):]
+        if draw(st.booleans()):
+            raw += draw(st.sampled_from([b" ", b"\r", b" \t", b"\n", b"x"]))
+        out.append(raw)
+    return out
+
+
+@settings(max_examples=1500, deadline=None)
+@given(values(), st.booleans())
+def test_compiled_scanner_equals_the_python_path(vals: list[bytes], cold: bool) -> None:
+    if cold:
+        clear_caches()  # misses go through the memo's parser (and its refusals)
+    assert _native_columns(vals) == _python_columns(vals)
+
+
+def test_accepted_values_decode_like_decode() -> None:
+    raw = (b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":0,"rts":123456789012345678,'
+           b'"id":"a !#[]~","px":"2683.80","qty":"0.0150","side":"sell"} \r')
+    cols = _native_columns([raw, raw])
+    assert cols is not None and cols == _python_columns([raw, raw])
+    b = events.TradeBatch(EX, SYM, cols)
+    assert b.trade(1) == events.decode(raw)
+    assert [type(c[0]) for c in cols] == [int, int, str, str, str, str, int, int, int, int]
+
+
+def test_refusals() -> None:
+    ok = (b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":1,"rts":2,"id":"7",'
+          b'"px":"1.5","qty":"2","side":"buy"}')
+    for bad in (ok.replace(b'"2"', b'"0"'),  # zero quantity
+                ok.replace(b'"1.5"', b'"1..5"'),  # not a decimal
+                ok.replace(b'"ts":1', b'"ts":1234567890123456789'),  # 19 digits
+                ok.replace(b'"ts":1', b'"ts":01'),  # leading zero
+                ok.replace(b"ETH-USDT", b"BTC-USDT"),  # another symbol
+                ok.replace(b'"id":"7"', b'"id":""'),  # empty id
+                ok.replace(b'"id":"7"', b'"id":"\\u0037"'),  # an escape
+                ok + b"\n"):
+        assert _native_columns([ok, bad]) is None, bad
+        assert _python_columns([ok, bad]) is None, bad
+    assert _native_columns([ok, "not bytes"]) is None
+    assert _native_columns([]) is None and _python_columns([]) is None
