@@ -5,3 +5,6 @@ from typing import Any
 def decode_trades(
     values: list[bytes], prefix: bytes, memo: Any
 ) -> tuple[list[Any], ...] | None: ...
+def book_levels(
+    px_memo: Any, qty_memo: Any, raw: Any
+) -> list[tuple[int, str, int, str]] | None: ...

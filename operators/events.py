@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -225,7 +226,7 @@ def qty_units(text: Any) -> int | None:
         return None
 
 
-def book_levels(raw: Any) -> list[Level] | None:
+def _book_levels_py(raw: Any) -> list[Level] | None:
     """The :data:`Level`\\ s of ``[[px, qty], ...]``, as ``decode_obj`` would build them.
 
     ``None`` when the levels are not plainly valid pairs (not a list of two-element lists, a bad
@@ -244,6 +245,12 @@ def book_levels(raw: Any) -> list[Level] | None:
         return [(pxs[px], px, qtys[qty], qty) for px, qty in raw]
     except (KeyError, TypeError, ValueError):
         return None
+
+
+# ``book_levels(raw)``: the compiled loop where built (a C-level partial, no Python frame), else
+# the pure-Python one above; tests/test_native.py checks they agree.
+book_levels: Callable[[Any], list[Level] | None] = (
+    _book_levels_py if _native is None else partial(_native.book_levels, _PX, _QTY))
 
 
 def _levels(obj: dict[str, Any], name: str) -> list[Level]:

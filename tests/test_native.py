@@ -1,7 +1,8 @@
-"""The compiled trade scanner (operators/_native.c) against the pure-Python path it replaces.
+"""The compiled scanners (operators/_native.c) against the pure-Python paths they replace.
 
 ``decode_trades`` must give the same ``TradeBatch`` columns, or the same refusal (``None``), for
-any group of values: canonical trades, near misses one byte away, and edge values of every field.
+any group of values: canonical trades, near misses one byte away, and edge values of every field;
+``book_levels`` the same levels, or ``None``, for any JSON value.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators import events
-from operators.events import _PARSED, _batch_pattern, _decode_trades_py, clear_caches, encode
+from operators.events import (
+    _PARSED,
+    _batch_pattern,
+    _book_levels_py,
+    _decode_trades_py,
+    book_levels,
+    clear_caches,
+    encode,
+)
 
 EX, SYM = "binance", "ETH-USDT"
 
@@ -39,6 +48,7 @@ def test_the_compiled_scanner_is_built() -> None:
 
 number = st.one_of(
     st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,20})?", fullmatch=True),
+    st.from_regex(r"0*[0-9]{15,40}(\.[0-9]{0,19})?", fullmatch=True),  # around 38 digits of units
     st.sampled_from(["0", "0.0", "00.10", ".5", "5.", ".", "1.2.3", "", "1e5", "-1", "12"]))
 integer = st.one_of(st.integers(0, 10**18), st.sampled_from([0, 10**18 - 1, 10**18, 2**63]))
 trade_id = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=0, max_size=8)
@@ -98,3 +108,27 @@ def test_refusals() -> None:
         assert _python_columns([ok, bad]) is None, bad
     assert _native_columns([ok, "not bytes"]) is None
     assert _native_columns([]) is None and _python_columns([]) is None
+
+
+json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**20), number,
+                        st.floats(allow_nan=False), st.text(max_size=4))
+level = st.one_of(st.lists(number, min_size=2, max_size=2),  # the common shape
+                  st.lists(json_scalar, min_size=0, max_size=3),
+                  st.lists(st.lists(number, max_size=2), min_size=2, max_size=2),
+                  json_scalar, st.dictionaries(st.text(max_size=2), number, max_size=2))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.one_of(st.lists(level, max_size=6), json_scalar), st.booleans())
+def test_compiled_book_levels_equal_the_python_path(raw: Any, cold: bool) -> None:
+    if cold:
+        clear_caches()
+    assert book_levels(raw) == _book_levels_py(raw)
+
+
+def test_book_levels_is_the_compiled_one() -> None:
+    assert book_levels is not _book_levels_py
+    assert book_levels([["2683.80", "0"]]) == [(2683800000000000000000, "2683.80", 0, "0")]
+    assert book_levels([["0", "1"]]) is None  # a price must be positive
+    assert book_levels([["1", "-1"]]) is None  # a quantity must not be negative
+    assert book_levels([["1", "1", "x"]]) is None and book_levels([]) == []
