@@ -263,6 +263,9 @@ def test_dockerfile_is_multistage_pinned_non_root_and_installs_every_package() -
         name = pkg.rstrip("*")
         assert re.search(rf"^COPY {name} \./{name}$", text, re.M), f"package {name} not copied"
     assert "docker/run-flow.sh" in text and (ROOT / "docker" / "run-flow.sh").is_file()
+    build = text[:text.rindex("\nFROM ")]
+    assert "gcc" in build and "operators._native" in build, "the compiled scanners are built"
+    assert "gcc" not in final, "no compiler in the runtime image"
 
 
 def test_run_flow_inits_recovery_once_tees_logs_and_execs_bytewax(tmp_path: Path) -> None:
