@@ -26,7 +26,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.kafka import Message
 from dataflows import metrics
-from operators.events import BookEvent, DeadLetter, Trade, decode, decode_trades
+from operators.events import NATIVE, BookEvent, DeadLetter, Trade, decode, decode_trades
 
 __all__ = ["KeyedState", "build_flow", "live_flow", "replay_flow"]
 
@@ -271,6 +271,9 @@ def live_flow(name: str, cfg: Any, topic: str, kind: EventType,
 
     logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not NATIVE:
+        log.warning("the compiled scanners (operators/_native.c) are not built: decoding runs in "
+                    "pure Python, slower; `pip install -e .` with a C compiler builds them")
     metrics.serve(cfg.metrics_port, cfg.metrics_addr)
     heartbeat.start(cfg.redis_url, name, position=lambda: {
         "events_in": int(metrics.EVENTS_IN.labels(name)._value.get())})

@@ -39,9 +39,11 @@ try:  # the compiled trade scanner, where built (pip install -e .); same results
     from operators import _native
 except ImportError:  # pragma: no cover - a checkout that was not built
     _native = None  # type: ignore[assignment]
+NATIVE = _native is not None  # whether the compiled scanners are in use (flows log it if not)
 
 __all__ = [
     "ACTIONS",
+    "NATIVE",
     "BookEvent",
     "DeadLetter",
     "Event",

@@ -42,7 +42,7 @@ def _python_columns(values: list[Any], ex: str = EX, sym: str = SYM) -> Any:
 
 
 def test_the_compiled_scanner_is_built() -> None:
-    assert events._native is not None, (
+    assert events.NATIVE and events._native is not None, (
         "operators/_native.c is not built: `make setup` (pip install -e .) compiles it")
 
 
