@@ -76,11 +76,12 @@ static const char *scan_num(const char *p, const char *end)
  * digits of units (any price or quantity seen): operators.fixed.parse's result for it, without
  * building a str or hashing one. 0 for anything else: the caller asks the Python parser. */
 #define SCALE 18
+#define MAX_CHARS 100 /* operators.fixed.MAX_CHARS: longer text is refused by parse */
 static int fast_units(const char *s, Py_ssize_t n, unsigned __int128 *units, int *dp)
 {
     unsigned __int128 v = 0;
     int digits = 0, frac = -1;
-    if (n == 0 || s[0] < '0' || s[0] > '9')
+    if (n == 0 || n > MAX_CHARS || s[0] < '0' || s[0] > '9')
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         char c = s[i];
@@ -259,15 +260,19 @@ static PyObject *decode_trades(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!y#O:decode_trades", &PyList_Type, &values, &prefix, &plen,
                           &memo))
         return NULL;
-    Py_ssize_t n = PyList_GET_SIZE(values);
-    PyObject *result = NULL;
-    if (n == 0)  /* as the Python path: no batch */
+    if (PyList_GET_SIZE(values) == 0)  /* as the Python path: no batch */
         Py_RETURN_NONE;
+    /* A tuple of the values, holding a reference to each: the memo's parser is Python code and
+     * could change the list while we point into its bytes. */
+    PyObject *items = PySequence_Tuple(values), *result = NULL;
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(items);
     for (int c = 0; c < NCOLS; c++)
         if ((cols[c] = PyList_New(0)) == NULL)
             goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int rc = decode_one(PyList_GET_ITEM(values, i), prefix, plen, memo, cols);
+        int rc = decode_one(PyTuple_GET_ITEM(items, i), prefix, plen, memo, cols);
         if (rc < 0)
             goto done;
         if (rc == 0) {
@@ -285,6 +290,7 @@ static PyObject *decode_trades(PyObject *self, PyObject *args)
 done:
     for (int c = 0; c < NCOLS; c++)
         Py_XDECREF(cols[c]);
+    Py_DECREF(items);
     return result;
 }
 
@@ -327,54 +333,49 @@ static PyObject *book_levels(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *pxs = args[0], *qtys = args[1], *raw = args[2];
     if (!PyList_CheckExact(raw))
         Py_RETURN_NONE;
-    Py_ssize_t n = PyList_GET_SIZE(raw);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
         PyObject *lv = PyList_GET_ITEM(raw, i);
         if (!PyList_CheckExact(lv) || PyList_GET_SIZE(lv) != 2)
             Py_RETURN_NONE;
     }
-    PyObject *out = PyList_New(n);
-    if (out == NULL)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *lv = PyList_GET_ITEM(raw, i);
-        /* the level may have been changed by a memo's parser: it runs Python code */
+    /* The memos' parsers are Python code and could change ``raw`` or its levels: read a tuple
+     * of them (holding references), re-check each level as it comes, hold its two strings, and
+     * append to ``out`` (never half-built, should the garbage collector show it to them). */
+    PyObject *levels = PySequence_Tuple(raw), *out = PyList_New(0);
+    if (levels == NULL || out == NULL)
+        goto error;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(levels); i++) {
+        PyObject *lv = PyTuple_GET_ITEM(levels, i);
         if (!PyList_CheckExact(lv) || PyList_GET_SIZE(lv) != 2)
             goto refuse;
-        PyObject *px = PyList_GET_ITEM(lv, 0), *qty = PyList_GET_ITEM(lv, 1);
-        Py_INCREF(px);
-        Py_INCREF(qty);
+        PyObject *px = Py_NewRef(PyList_GET_ITEM(lv, 0)), *qty = Py_NewRef(PyList_GET_ITEM(lv, 1));
         PyObject *pu = level_units(pxs, px, 1);
         PyObject *qu = pu == NULL ? NULL : level_units(qtys, qty, 0);
-        if (qu == NULL) {
-            Py_DECREF(px);
-            Py_DECREF(qty);
-            Py_XDECREF(pu);
-            if (PyErr_Occurred()) {
-                Py_DECREF(out);
-                return NULL;
-            }
+        PyObject *level = qu == NULL ? NULL : PyTuple_Pack(4, pu, px, qu, qty);
+        Py_DECREF(px);
+        Py_DECREF(qty);
+        Py_XDECREF(pu);
+        Py_XDECREF(qu);
+        if (level == NULL) {
+            if (PyErr_Occurred())
+                goto error;
             goto refuse;
         }
-        PyObject *level = PyTuple_New(4);
-        if (level == NULL) {
-            Py_DECREF(px);
-            Py_DECREF(qty);
-            Py_DECREF(pu);
-            Py_DECREF(qu);
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(level, 0, pu);
-        PyTuple_SET_ITEM(level, 1, px);
-        PyTuple_SET_ITEM(level, 2, qu);
-        PyTuple_SET_ITEM(level, 3, qty);
-        PyList_SET_ITEM(out, i, level);
+        int rc = PyList_Append(out, level);
+        Py_DECREF(level);
+        if (rc < 0)
+            goto error;
     }
+    Py_DECREF(levels);
     return out;
 refuse:
+    Py_DECREF(levels);
     Py_DECREF(out);
     Py_RETURN_NONE;
+error:
+    Py_XDECREF(levels);
+    Py_XDECREF(out);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {

@@ -22,6 +22,7 @@ import re
 from decimal import Decimal
 
 __all__ = [
+    "MAX_CHARS",
     "ONE",
     "SCALE",
     "DecimalError",
@@ -35,6 +36,7 @@ __all__ = [
 
 SCALE = 18
 ONE = 10**SCALE
+MAX_CHARS = 100  # longest decimal string accepted (operators/_native.c has the same bound)
 _POW = [10**i for i in range(2 * SCALE + 1)]
 _NUMBER = re.compile(r"-?[0-9]+(?:\.([0-9]*))?\Z")
 
@@ -46,11 +48,14 @@ class DecimalError(ValueError):
 def parse(text: str) -> tuple[int, int]:
     """Return ``(units, decimals)`` for a plain decimal string; raise ``DecimalError`` otherwise.
 
-    Exponents, ``NaN``, ``inf``, blanks and more than ``SCALE`` decimals are refused: each would
-    either lose precision or mean that the producer sent something we do not understand.
+    Exponents, ``NaN``, ``inf``, blanks, more than ``SCALE`` decimals and more than ``MAX_CHARS``
+    characters are refused: each would either lose precision or mean that the producer sent
+    something we do not understand.
     """
     if type(text) is not str:
         raise DecimalError(f"expected a decimal string, got {type(text).__name__}")
+    if len(text) > MAX_CHARS:  # also keeps int() below its digit limit (a ValueError)
+        raise DecimalError(f"more than {MAX_CHARS} characters: {text[:40]!r}...")
     m = _NUMBER.match(text)
     if m is None:
         raise DecimalError(f"not a plain decimal number: {text[:40]!r}")

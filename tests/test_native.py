@@ -49,7 +49,8 @@ def test_the_compiled_scanner_is_built() -> None:
 number = st.one_of(
     st.from_regex(r"[0-9]{1,6}(\.[0-9]{0,20})?", fullmatch=True),
     st.from_regex(r"0*[0-9]{15,40}(\.[0-9]{0,19})?", fullmatch=True),  # around 38 digits of units
-    st.sampled_from(["0", "0.0", "00.10", ".5", "5.", ".", "1.2.3", "", "1e5", "-1", "12"]))
+    st.sampled_from(["0", "0.0", "00.10", ".5", "5.", ".", "1.2.3", "", "1e5", "-1", "12",
+                     "0" * 99 + "1", "0" * 100 + "1", "1" * 4301, "0" * 4300 + "1"]))
 integer = st.one_of(st.integers(0, 10**18), st.sampled_from([0, 10**18 - 1, 10**18, 2**63]))
 trade_id = st.text(st.characters(min_codepoint=32, max_codepoint=126), min_size=0, max_size=8)
 
@@ -132,3 +133,47 @@ def test_book_levels_is_the_compiled_one() -> None:
     assert book_levels([["0", "1"]]) is None  # a price must be positive
     assert book_levels([["1", "-1"]]) is None  # a quantity must not be negative
     assert book_levels([["1", "1", "x"]]) is None and book_levels([]) == []
+
+
+def test_overlong_numbers_are_dead_letters_not_crashes() -> None:
+    """Past ``MAX_CHARS`` a number is refused on every path (``int()`` itself raises a plain
+    ValueError past 4,300 digits, which must not escape ``decode``)."""
+    for px in ("1" * 4301, "0" * 4300 + "1", "1" * 101):
+        raw = encode({"type": "trade", "ex": EX, "sym": SYM, "ts": 1, "rts": 1, "id": "1",
+                      "px": px, "qty": "1", "side": "buy"})
+        assert isinstance(events.decode(raw), events.DeadLetter)
+        assert _native_columns([raw]) is None and _python_columns([raw]) is None
+        assert book_levels([[px, "1"]]) is None and _book_levels_py([[px, "1"]]) is None
+        book = encode({"type": "book", "ex": EX, "sym": SYM, "ts": 1, "rts": 1,
+                       "action": "snapshot", "seq": 1, "bids": [[px, "1"]], "asks": []})
+        assert isinstance(events.decode(book), events.DeadLetter)
+
+
+def test_memos_that_change_the_input_do_not_crash_the_scanners() -> None:
+    """The memos' parsers are Python code: one that empties or rewrites the list being scanned
+    (ours never do) must not make the C code read freed memory."""
+    ok = (b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":1,"rts":2,"id":"7",'
+          b'"px":"PX","qty":"2","side":"buy"}')
+    found = _batch_pattern(EX, SYM)
+    assert found is not None
+    for mutate in (list.clear, lambda v: v.__setitem__(0, b"x" * 200),
+                   lambda v: v.__delitem__(slice(1, None))):
+        vals = [ok.replace(b"PX", b".5"), ok.replace(b"PX", b"1")]  # ".5" asks the memo
+
+        class Memo(dict[Any, Any]):
+            def __missing__(self, key: Any) -> Any:
+                mutate(vals)  # noqa: B023 - called within this iteration
+                return (10**18, 0)
+
+        memo = Memo()
+        cols = events._native.decode_trades(vals, found[1], memo)
+        assert cols is not None and len(cols[0]) == 2  # the values as they were at the call
+        raw: list[Any] = [[".5", "1"], ["1", "1"], ["2", "1"]]
+
+        class LevelMemo(dict[Any, Any]):
+            def __missing__(self, key: Any) -> Any:
+                mutate(raw)  # noqa: B023
+                return 1
+
+        out = events._native.book_levels(LevelMemo(), LevelMemo(), raw)
+        assert out is not None and len(out) == 3
