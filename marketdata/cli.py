@@ -72,6 +72,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 BENCHES = {"book": "bench.bench_book", "aggregates": "bench.bench_aggregates",
+           "decode": "bench.bench_decode",
            "flows": "bench.bench_flows", "normalize": "bench.bench_normalize",
            "ingest": "bench.bench_ingest", "api": "bench.bench_api",
            "recovery": "bench.bench_recovery"}

@@ -1,0 +1,74 @@
+"""Decoding canonical events: the compiled scanners (operators/_native.c) against the pure-Python
+paths they replace, in the same run, interleaved, best of ``--repeat``.
+
+- trades: ``decode_trades`` of the canonical recording's ETH trades in groups of 100 (as the
+  candle and ticker flows decode a key's messages), compiled vs the regex path;
+- book events: ``decode`` of its 31-level book events (as the order book flow decodes them),
+  with the compiled ``book_levels`` vs the Python one.
+
+Every run decodes the bytes anew, so every price and quantity string is a new object (as from
+Kafka): no string hash is cached between runs.
+
+    .venv/bin/python -m bench.bench_decode [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from bench.common import best_of_each, eth_events, table
+from operators import events
+from operators.events import _batch_pattern, _book_levels_py, _decode_trades_py, decode, encode
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    if not events.NATIVE:
+        raise SystemExit("operators/_native.c is not built: `make setup` (pip install -e .)")
+    evs = eth_events()
+    trades = [encode(e) for e in evs if e["type"] == "trade"]
+    books = [encode(e) for e in evs if e["type"] == "book"]
+    ex, sym = evs[0]["ex"], evs[0]["sym"]
+    found = _batch_pattern(ex, sym)
+    assert found is not None
+    groups = [trades[i:i + 100] for i in range(0, len(trades), 100)]
+
+    def trades_native() -> Any:
+        return [events.decode_trades(g, ex, sym) for g in groups]
+
+    def trades_python() -> Any:
+        return [_decode_trades_py(g, ex, sym, found[0]) for g in groups]
+
+    compiled_levels = events.book_levels
+
+    def books_with(levels: Any) -> Any:
+        def run() -> Any:
+            events.book_levels = levels  # what decode_obj calls
+            try:
+                return [decode(b) for b in books]
+            finally:
+                events.book_levels = compiled_levels
+        return run
+
+    def columns(batches: Any) -> Any:
+        return [[getattr(b, c) for c in b.__slots__] for b in batches]
+
+    assert columns(trades_native()) == columns(trades_python()), "trades differ"
+    assert books_with(compiled_levels)() == books_with(_book_levels_py)(), "book events differ"
+    t_n, t_p, b_n, b_p = best_of_each([trades_native, trades_python, books_with(compiled_levels),
+                                       books_with(_book_levels_py)], args.repeat)
+    rows = [["trades (decode_trades, groups of 100)", f"{len(trades):,}",
+             f"{t_n / len(trades) * 1e9:,.0f} ns", f"{t_p / len(trades) * 1e9:,.0f} ns",
+             f"{t_p / t_n:.2f}x"],
+            ["book events (decode, 31.7 levels each)", f"{len(books):,}",
+             f"{b_n / len(books) * 1e6:.1f} us", f"{b_p / len(books) * 1e6:.1f} us",
+             f"{b_p / b_n:.2f}x"]]
+    print(table("Decoding: compiled scanners vs pure Python, per event",
+                ["input", "events", "compiled", "pure Python", "ratio"], rows))
+
+
+if __name__ == "__main__":
+    main()
