@@ -18,7 +18,7 @@
 
 static PyObject *s_buy, *s_sell, *zero;
 
-/* One unsigned JSON integer as the regex takes it: 0 | [1-9][0-9]{0,17}. */
+/* One time as the regex takes it: 0 | [1-9][0-9]{0,12} (events.MAX_TS: 13 digits). */
 static int scan_int(const char **pp, const char *end, long long *out)
 {
     const char *p = *pp;
@@ -32,7 +32,7 @@ static int scan_int(const char **pp, const char *end, long long *out)
     long long v = 0;
     int n = 0;
     while (p < end && *p >= '0' && *p <= '9') {
-        if (++n > 18)
+        if (++n > 13)
             return 0;
         v = v * 10 + (*p++ - '0');
     }

@@ -28,7 +28,9 @@ How it works, and why:
   watermark is filled flat at the previous close (``v`` = ``q`` = ``"0"``, ``n`` = 0) when it
   closes; a higher candle is the fold of its minutes, so one whose first minutes are flat opens at
   the previous close, and a fully flat hour is flat. ``flush`` fills only up to the last trade's
-  minute (no flat tail after the end of input).
+  minute (no flat tail after the end of input). A gap longer than a week (``_MAX_FILL``) is
+  filled for its first week only and the rest counted in ``stats["unfilled"]``: one trade stamped
+  years off (a bad clock) would otherwise make millions of flat candles and stall the symbol.
 - Emission. Per interval, changed candles are emitted with ``closed: false`` at most once per
   ``emit_interval_ms`` of event time (leading edge: at once after a quiet period; otherwise when
   the interval has passed, on the next trade, ``advance`` or ``flush``), and exactly once with
@@ -83,6 +85,7 @@ _NEG = -(1 << 62)
 _INF = 1 << 62
 _QSCALE = 2 * SCALE  # px * qty units
 _PRUNE_MIN = 64  # stale ids tolerated before a bulk drop
+_MAX_FILL = 7 * 1440  # flat minutes filled in one gap at most (a week; see "Gap filling")
 
 # One candle as a mutable list (fast to update, small to pickle). Aggregates of several minutes
 # use the same layout; their *_TS fields are then meaningless.
@@ -441,11 +444,19 @@ class CandleState:
             m = self._done  # every minute from here on is either open or a gap to fill
         else:
             m = min((k for k in opened if k < bound), default=bound)
+        gap_end = fill_end = m  # the gap being filled: its end, and where filling stops in it
         while m < bound:
             c = opened.pop(m, None)
             if c is None:
                 if not self._fill or self._last is None:
                     m = min((k for k in opened if k < bound), default=bound)
+                    continue
+                if m >= gap_end:  # a new gap: up to the next minute with trades, or the bound
+                    gap_end = min((k for k in opened if m < k < bound), default=bound)
+                    fill_end = min(gap_end, m + _MAX_FILL * MINUTE)
+                if m >= fill_end:  # the rest of a gap longer than _MAX_FILL stays unfilled
+                    self.stats["unfilled"] = self.stats.get("unfilled", 0) + (gap_end - m) // MINUTE
+                    m = gap_end
                     continue
                 c = _flat(self._last[0], self._last[1], m)
                 self.stats["filled"] += 1

@@ -43,6 +43,8 @@ NATIVE = _native is not None  # whether the compiled scanners are in use (flows 
 
 __all__ = [
     "ACTIONS",
+    "MAX_INT",
+    "MAX_TS",
     "NATIVE",
     "BookEvent",
     "DeadLetter",
@@ -135,7 +137,12 @@ class _Invalid(ValueError):
     pass
 
 
-def _int(obj: dict[str, Any], name: str, kind: str, optional: bool = False) -> int | None:
+MAX_INT = 2**63 - 1  # integers of events fit a signed 64-bit field (and every JSON encoder)
+MAX_TS = 10**13 - 1  # ms since the epoch have 13 digits until 2286: a µs or ns time is refused
+
+
+def _int(obj: dict[str, Any], name: str, kind: str, optional: bool = False,
+         most: int = MAX_INT) -> int | None:
     v = obj.get(name)
     if v is None:
         if optional:
@@ -143,6 +150,9 @@ def _int(obj: dict[str, Any], name: str, kind: str, optional: bool = False) -> i
         raise _Invalid(f"{kind}: missing field {name}")
     if type(v) is not int or v < 0:
         raise _Invalid(f"{kind}: {name} must be a non-negative integer, got {v!r:.40}")
+    if v > most:
+        what = "milliseconds since the epoch" if most == MAX_TS else "a 64-bit integer"
+        raise _Invalid(f"{kind}: {name} must be {what} (at most {most}), got {v!r:.40}")
     return v
 
 
@@ -285,8 +295,8 @@ def _header(obj: dict[str, Any], kind: str) -> tuple[str, str, int, int]:
         raise _Invalid(f"{kind}: exchange must be lower case [a-z0-9_], got {ex!r:.40}")
     if not _SYM.match(sym):
         raise _Invalid(f"{kind}: symbol must be BASE-QUOTE in upper case, got {sym!r:.40}")
-    ts = _int(obj, "ts", kind)
-    rts = _int(obj, "rts", kind)
+    ts = _int(obj, "ts", kind, most=MAX_TS)
+    rts = _int(obj, "rts", kind, most=MAX_TS)
     return ex, sym, ts, rts  # type: ignore[return-value]
 
 
@@ -321,8 +331,8 @@ def _book(obj: dict[str, Any]) -> BookEvent:
     seq = _int(obj, "seq", "book")
     prev = _int(obj, "prev_seq", "book", optional=True)
     checksum = obj.get("checksum")
-    if checksum is not None and type(checksum) is not int:
-        raise _Invalid(f"book: checksum must be an integer, got {checksum!r:.40}")
+    if checksum is not None and (type(checksum) is not int or abs(checksum) > MAX_INT):
+        raise _Invalid(f"book: checksum must be a 64-bit integer, got {checksum!r:.40}")
     bids = book_levels(obj.get("bids", []))  # plainly valid levels, in one pass; else the
     asks = book_levels(obj.get("asks", []))  # checks of _levels, which word the reason
     return BookEvent(ex, sym, ts, rts, action, seq, prev,  # type: ignore[arg-type]
@@ -333,7 +343,7 @@ def _book(obj: dict[str, Any]) -> BookEvent:
 def decode_obj(obj: Any, raw: str = "") -> Event | DeadLetter:
     """Validate an already parsed JSON value."""
     if type(obj) is not dict:
-        return DeadLetter("event must be a JSON object", raw or repr(obj)[:1000])
+        return DeadLetter("event must be a JSON object", raw or f"<{type(obj).__name__}>")
     kind = obj.get("type")
     try:
         if kind == "trade":
@@ -345,17 +355,20 @@ def decode_obj(obj: Any, raw: str = "") -> Event | DeadLetter:
         key = None
         if isinstance(obj.get("ex"), str) and isinstance(obj.get("sym"), str):
             key = f"{obj['ex']}:{obj['sym']}"
-        return DeadLetter(str(e), raw or orjson.dumps(obj).decode(), key)
+        # ``raw`` as given (``decode`` fills in the message's text): never a re-encoding of
+        # ``obj``, whose nesting orjson.loads allows deeper than orjson.dumps survives.
+        return DeadLetter(str(e), raw, key)
 
 
 # The canonical trade exactly as ingestion prints it (field order of ``encode_trade``, compact, no
-# escapes, integers that fit 64 bits). Whatever matches is valid JSON that ``orjson`` would decode
-# to these same strings and integers, and its ``ex``/``sym`` pass ``_EX``/``_SYM``: ``decode``
-# then checks only the numbers. Everything else (other shapes, spacing, escapes, non-ASCII, any
-# failed check) takes the full path below, which alone words the dead-letter reasons.
+# escapes, times of at most 13 digits: ``MAX_TS``). Whatever matches is valid JSON that
+# ``orjson`` would decode to these same strings and integers, and its ``ex``/``sym`` pass
+# ``_EX``/``_SYM``: ``decode`` then checks only the numbers. Everything else (other shapes,
+# spacing, escapes, non-ASCII, any failed check) takes the full path below, which alone words the
+# dead-letter reasons.
 _FAST_TRADE = re.compile(
     r'\{"type":"trade","ex":"([a-z0-9_]+)","sym":"([A-Z0-9]+-[A-Z0-9]+)",'
-    r'"ts":(0|[1-9][0-9]{0,17}),"rts":(0|[1-9][0-9]{0,17}),"id":"([ !#-\[\]-~]+)",'
+    r'"ts":(0|[1-9][0-9]{0,12}),"rts":(0|[1-9][0-9]{0,12}),"id":"([ !#-\[\]-~]+)",'
     r'"px":"([0-9.]+)","qty":"([0-9.]+)","side":"(buy|sell)"\}[ \t\r\n]*\Z'
 )
 
@@ -396,7 +409,10 @@ def decode(raw: bytes | str) -> Event | DeadLetter:
     if type(obj) is not dict:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         return DeadLetter("event must be a JSON object", text)
-    return decode_obj(obj, "")
+    out = decode_obj(obj, "")
+    if type(out) is DeadLetter:
+        out.raw = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    return out
 
 
 class TradeBatch:
@@ -454,7 +470,7 @@ def _batch_pattern(ex: str, sym: str) -> tuple[re.Pattern[str], bytes] | None:
     if _EX.match(ex) and _SYM.match(sym):
         pat = re.compile(
             r'^\{"type":"trade","ex":"' + re.escape(ex) + r'","sym":"' + re.escape(sym) + r'",'
-            r'"ts":(0|[1-9][0-9]{0,17}),"rts":(0|[1-9][0-9]{0,17}),"id":"([ !#-\[\]-~]+)",'
+            r'"ts":(0|[1-9][0-9]{0,12}),"rts":(0|[1-9][0-9]{0,12}),"id":"([ !#-\[\]-~]+)",'
             r'"px":"([0-9.]+)","qty":"([0-9.]+)","side":"(buy|sell)"\}[ \t\r]*$', re.M)
         found = pat, f'{{"type":"trade","ex":"{ex}","sym":"{sym}","ts":'.encode()
     if len(_BATCH_PATTERNS) >= 100_000:

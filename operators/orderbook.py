@@ -45,7 +45,9 @@ OK, STALE, CROSSED = "ok", "stale", "crossed"
 APPLIED, DUPLICATE, GAP, SKIPPED = "applied", "duplicate", "gap", "skipped"
 
 
-_BIG = 1 << 256  # beyond any price: an edge that admits every key, or none
+# Beyond any price (units of a decimal of at most fixed.MAX_CHARS characters, < 2**392): an edge
+# that admits every key, or none.
+_BIG = 1 << 400
 
 
 def _level(v: tuple[str, str]) -> tuple[str, int, str]:

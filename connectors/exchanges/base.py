@@ -31,6 +31,8 @@ from typing import Any
 import orjson
 
 from operators.events import (
+    MAX_INT,
+    MAX_TS,
     BookEvent,
     DeadLetter,
     book_levels,
@@ -129,8 +131,12 @@ def valid_key(ex: str, sym: str) -> bool:
     return not isinstance(decode_obj(probe), DeadLetter)
 
 
-def _uint(v: Any) -> bool:
-    return type(v) is int and v >= 0
+def _uint(v: Any, most: int = MAX_INT) -> bool:
+    return type(v) is int and 0 <= v <= most
+
+
+def _ms(v: Any) -> bool:
+    return _uint(v, MAX_TS)
 
 
 STAT_NAMES = ("frames", "events", "trades", "book_events", "snapshots", "gaps", "resyncs",
@@ -169,7 +175,8 @@ class Handler:
             return [self._dead(f"malformed JSON: {e}")]
         try:
             out = self._on_message(msg, rts)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
+                RecursionError) as e:  # garbage in any field: a dead letter, never a crash
             return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
         return out
 
@@ -252,7 +259,7 @@ class Handler:
         """
         d = {"type": "trade", "ex": self.exchange, "sym": sym, "ts": ts, "rts": rts, "id": tid,
              "px": px, "qty": qty, "side": side}
-        if not (valid_key(self.exchange, sym) and _uint(ts) and _uint(rts) and type(tid) is str
+        if not (valid_key(self.exchange, sym) and _ms(ts) and _ms(rts) and type(tid) is str
                 and tid and (side == "buy" or side == "sell") and px_units(px)
                 and qty_units(qty)):  # a zero quantity is falsy: decode_obj words it
             ev = decode_obj(d)
@@ -283,9 +290,9 @@ class Handler:
             d["checksum"] = checksum
         lb = book_levels(bids)
         la = book_levels(asks) if lb is not None else None
-        if (lb is not None and la is not None and valid_key(self.exchange, sym) and _uint(ts)
-                and _uint(rts) and _uint(seq) and (prev_seq is None or _uint(prev_seq))
-                and (checksum is None or type(checksum) is int)):
+        if (lb is not None and la is not None and valid_key(self.exchange, sym) and _ms(ts)
+                and _ms(rts) and _uint(seq) and (prev_seq is None or _uint(prev_seq))
+                and (checksum is None or (type(checksum) is int and abs(checksum) <= MAX_INT))):
             ev = BookEvent(self.exchange, sym, ts, rts, action, seq, prev_seq, lb, la, checksum)
         else:
             full = decode_obj(d)
@@ -293,6 +300,10 @@ class Handler:
                 self._lose_sync(sym)
                 return self._dead(full.reason, full.key), "invalid"
             ev = full  # type: ignore[assignment]  # a book dict decodes to a BookEvent
+            # emitted as applied: [px, qty] pairs (a level may have carried more: it is dumped
+            # again downstream, and no exchange value should be, unchecked)
+            d["bids"] = [[lv[1], lv[3]] for lv in ev.bids]
+            d["asks"] = [[lv[1], lv[3]] for lv in ev.asks]
         book = self.book(sym)
         outcome = book.apply(ev)
         if action == "snapshot":

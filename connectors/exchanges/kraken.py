@@ -142,6 +142,7 @@ class KrakenHandler(Handler):
 
 # -- WebSocket v2 --------------------------------------------------------------------------------
 _EXP = re.compile(r"^(-?)(\d+)(?:\.(\d*))?[eE]([+-]?\d+)$")
+_MAX_EXP = 100  # exponents and precisions beyond this are garbage, not market data
 
 
 def _no_constant(name: str) -> str:
@@ -167,6 +168,8 @@ def plain(num: str) -> str:
     if m is None:
         return num
     sign, whole, frac, exp = m.group(1), m.group(2), m.group(3) or "", int(m.group(4))
+    if abs(exp) > _MAX_EXP:  # no price or quantity: refuse before expanding it (memory)
+        raise ValueError(f"exponent out of range: {num[:40]!r}")
     digits, point = whole + frac, len(whole) + exp
     if point <= 0:
         digits, point = "0" * (1 - point) + digits, 1
@@ -190,6 +193,8 @@ def at_precision(num: str, dp: int | None) -> str:
     text = plain(num)
     if dp is None:
         return text
+    if not 0 <= dp <= _MAX_EXP:
+        raise ValueError(f"precision out of range: {dp}")
     whole, _, frac = text.partition(".")
     if len(frac) < dp:
         frac += "0" * (dp - len(frac))
@@ -249,11 +254,12 @@ class KrakenV2Handler(Handler):
         self._raw = raw
         try:
             msg = v2_loads(raw)
-        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            return [self._dead(f"malformed JSON: {e}")]
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, UnicodeDecodeError; nesting
+            return [self._dead(f"malformed JSON: {type(e).__name__}: {e}")]
         try:
             return self._on_message(msg, rts)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
+                RecursionError) as e:  # garbage in any field: a dead letter, never a crash
             return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
