@@ -4,7 +4,10 @@ paths they replace, in the same run, interleaved, best of ``--repeat``.
 - trades: ``decode_trades`` of the canonical recording's ETH trades in groups of 100 (as the
   candle and ticker flows decode a key's messages), compiled vs the regex path;
 - book events: ``decode`` of its 31-level book events (as the order book flow decodes them),
-  with the compiled ``book_levels`` vs the Python one.
+  with the compiled ``book_levels`` vs the Python one;
+- what it buys the trade flows' per-symbol work: those trades relabelled to 50 symbols (305,300),
+  each symbol's in groups of 100, decoded and fed to ``CandleState``/``TickerState.on_trades``,
+  in-process (no Kafka, Bytewax or Redis), with either decoder.
 
 Every run decodes the bytes anew, so every price and quantity string is a new object (as from
 Kafka): no string hash is cached between runs.
@@ -20,7 +23,46 @@ from typing import Any
 
 from bench.common import best_of_each, eth_events, table
 from operators import events
+from operators.candles import CandleParams, CandleState
 from operators.events import _batch_pattern, _book_levels_py, _decode_trades_py, decode, encode
+from operators.ticker import TickerParams, TickerState
+
+SYMBOLS = 50
+
+
+def per_symbol_work(evs: list[dict[str, Any]], repeat: int) -> list[list[Any]]:
+    """Rows: decode + operator per symbol group, compiled vs pure-Python decoding."""
+    trades = [e for e in evs if e["type"] == "trade"]
+    groups = []  # (ex, sym, values): each symbol's next 100 trades, symbols in turn
+    for start in range(0, len(trades), 100):
+        for i in range(SYMBOLS):
+            sym = f"S{i:03d}-USDT"
+            groups.append((trades[0]["ex"], sym,
+                           [encode({**t, "sym": sym}) for t in trades[start:start + 100]]))
+    n = len(trades) * SYMBOLS
+
+    def python(values: list[bytes], ex: str, sym: str) -> Any:
+        found = _batch_pattern(ex, sym)
+        assert found is not None
+        return _decode_trades_py(values, ex, sym, found[0])
+
+    def run(make: Any, dec: Any) -> Any:
+        def go() -> None:
+            states: dict[str, Any] = {}
+            for ex, sym, values in groups:
+                st = states.get(sym)
+                if st is None:
+                    st = states[sym] = make()
+                st.on_trades(dec(values, ex, sym))
+        return go
+
+    rows = []
+    for name, make in (("candles (6 intervals)", lambda: CandleState(CandleParams())),
+                       ("ticker", lambda: TickerState(TickerParams()))):
+        fast, slow = best_of_each([run(make, events.decode_trades), run(make, python)], repeat)
+        rows.append([f"{name}: decode + on_trades, {SYMBOLS} symbols", f"{n:,}",
+                     f"{n / fast:,.0f}/s", f"{n / slow:,.0f}/s", f"{slow / fast:.2f}x"])
+    return rows
 
 
 def main() -> None:
@@ -73,7 +115,8 @@ def main() -> None:
             ["book events (decode, 31.7 levels each)", f"{len(books):,}",
              f"{b_n / len(books) * 1e6:.1f} us", f"{b_p / len(books) * 1e6:.1f} us",
              f"{b_p / b_n:.2f}x"]]
-    print(table("Decoding: compiled scanners vs pure Python, per event",
+    rows += per_symbol_work(evs, max(1, args.repeat // 2))
+    print(table("Decoding: compiled scanners vs pure Python",
                 ["input", "events", "compiled", "pure Python", "ratio"], rows))
 
 
