@@ -45,16 +45,17 @@ class DecimalError(ValueError):
     """A string is not a plain decimal number we can hold exactly."""
 
 
-def parse(text: str) -> tuple[int, int]:
+def parse(text: str, max_chars: int | None = MAX_CHARS) -> tuple[int, int]:
     """Return ``(units, decimals)`` for a plain decimal string; raise ``DecimalError`` otherwise.
 
     Exponents, ``NaN``, ``inf``, blanks, more than ``SCALE`` decimals and more than ``MAX_CHARS``
     characters are refused: each would either lose precision or mean that the producer sent
-    something we do not understand.
+    something we do not understand. ``max_chars=None`` is for the project's own sums (a book's
+    quantity added up by ``insert`` events may grow past what an input may carry).
     """
     if type(text) is not str:
         raise DecimalError(f"expected a decimal string, got {type(text).__name__}")
-    if len(text) > MAX_CHARS:  # also keeps int() below its digit limit (a ValueError)
+    if max_chars is not None and len(text) > max_chars:  # keeps int() below its digit limit
         raise DecimalError(f"more than {MAX_CHARS} characters: {text[:40]!r}...")
     m = _NUMBER.match(text)
     if m is None:

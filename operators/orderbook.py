@@ -50,8 +50,13 @@ APPLIED, DUPLICATE, GAP, SKIPPED = "applied", "duplicate", "gap", "skipped"
 _BIG = 1 << 400
 
 
+def _own(text: str) -> tuple[int, int]:
+    """``parse`` of a quantity the book holds: input, or its own sum of inputs (no length cap)."""
+    return parse(text, None)
+
+
 def _level(v: tuple[str, str]) -> tuple[str, int, str]:
-    return v[0], parse(v[1])[0], v[1]
+    return v[0], _own(v[1])[0], v[1]
 
 
 class _Side:
@@ -273,11 +278,12 @@ class Book:
                 if direction > 0 and qu:
                     side.put(key, (ps, qs))
                 continue
-            total = parse(old[1])[0] + direction * qu
+            old_u, old_dp = _own(old[1])
+            total = old_u + direction * qu
             if total <= 0:
                 side.drop(key)
             else:
-                side.levels[key] = (old[0], fmt(total, max(decimals(old[1]), decimals(qs))))
+                side.levels[key] = (old[0], fmt(total, max(old_dp, decimals(qs))))
 
     def _trim(self) -> None:
         self.bids.cut(self.max_levels)
@@ -337,8 +343,7 @@ class Grouping:
         cur: int | None = None
         qty = qdp = 0
         for p in src.walk():
-            qs = src.levels[p][1]
-            qu = parse(qs)[0]
+            qu, dp = _own(src.levels[p][1])
             b = (p // g) * g if side == "bids" else -((-p) // g) * g
             if b != cur:
                 if cur is not None:
@@ -347,7 +352,7 @@ class Grouping:
                         return out
                 cur, qty, qdp = b, 0, 0
             qty += qu
-            qdp = max(qdp, decimals(qs))
+            qdp = max(qdp, dp)
         if cur is not None and len(out) < n:
             out.append((fmt(cur, self.dp), fmt(qty, qdp)))
         return out

@@ -102,3 +102,16 @@ def test_levels_with_extra_fields_are_emitted_as_pairs() -> None:
             "b": [["1", "2", [[[[0]]]]]], "a": []}
     (ev,) = h.on_frame(orjson.dumps({"stream": "ethusdt@depth@100ms", "data": diff}), T0)
     assert ev["type"] == "book" and ev["bids"] == [["1", "2"]]
+
+
+def test_quantities_summed_past_the_input_bound_stay_usable() -> None:
+    """``insert`` adds to a level: a sum may outgrow the 100 characters an input may carry, and the
+    book must still read it back (it raised DecimalError on the next insert, delete or record)."""
+    s = BookState("binance:ETH-USDT", BookParams(depth=5, emit_interval_ms=0, grouping="1"))
+    for seq, action in ((1, "snapshot"), (2, "insert"), (3, "insert"), (4, "delete")):
+        e = decode(orjson.dumps({"type": "book", "ex": "binance", "sym": "ETH-USDT", "ts": T0,
+                                 "rts": T0, "action": action, "seq": seq,
+                                 "bids": [["1", "9" * 100]], "asks": []}))
+        assert not isinstance(e, DeadLetter)
+        out = s.on_event(e)
+    assert out[-1]["bids"] == [("1", "1" + "9" * 99 + "8")]
