@@ -468,11 +468,12 @@ def _batch_pattern(ex: str, sym: str) -> tuple[re.Pattern[str], bytes] | None:
         return _BATCH_PATTERNS[key]
     found = None
     if _EX.match(ex) and _SYM.match(sym):
+        head = f'{{"type":"trade","ex":"{ex}","sym":"{sym}","ts":'
         pat = re.compile(
-            r'^\{"type":"trade","ex":"' + re.escape(ex) + r'","sym":"' + re.escape(sym) + r'",'
-            r'"ts":(0|[1-9][0-9]{0,12}),"rts":(0|[1-9][0-9]{0,12}),"id":"([ !#-\[\]-~]+)",'
-            r'"px":"([0-9.]+)","qty":"([0-9.]+)","side":"(buy|sell)"\}[ \t\r]*$', re.M)
-        found = pat, f'{{"type":"trade","ex":"{ex}","sym":"{sym}","ts":'.encode()
+            "^" + re.escape(head) + r'(0|[1-9][0-9]{0,12}),"rts":(0|[1-9][0-9]{0,12}),'
+            r'"id":"([ !#-\[\]-~]+)","px":"([0-9.]+)","qty":"([0-9.]+)","side":"(buy|sell)"\}'
+            r'[ \t\r]*$', re.M)
+        found = pat, head.encode()
     if len(_BATCH_PATTERNS) >= 100_000:
         _BATCH_PATTERNS.clear()
     _BATCH_PATTERNS[key] = found
