@@ -41,6 +41,7 @@ from connectors.kafka import ensure_topics, produce_lines
 from dataflows.config import CommonConfig, from_env
 
 PY = sys.executable
+_NOISE_S = 0.05  # a run this little longer than an empty one measures noise, not throughput
 
 
 def relabel(events: list[dict[str, Any]], n_symbols: int, kind: str, ex: str) -> list[bytes]:
@@ -89,17 +90,22 @@ def _forget(cfg: CommonConfig, ex: str) -> None:
         r.delete(*keys[i:i + 10_000])
 
 
-def _check_complete(cfg: CommonConfig, flow: str, lines: list[bytes]) -> None:
-    """Raise unless Redis shows that the run read every message: a flow that stopped early
-    (at a wrong end of a partition, say) would otherwise pass for a fast one."""
+def _expected(flow: str, lines: list[bytes]) -> dict[tuple[str, str], int]:
+    """Per symbol, what Redis shows once ``flow`` read all of ``lines``: the book's last ``seq``,
+    the ticker's trade count, the sum of the 1d candles' ``n``."""
+    want: dict[tuple[str, str], int] = {}
+    for e in map(orjson.loads, lines):
+        k = (e["ex"], e["sym"])
+        want[k] = max(want.get(k, 0), e["seq"]) if flow == "orderbook" else want.get(k, 0) + 1
+    return want
+
+
+def _check_complete(cfg: CommonConfig, flow: str, want: dict[tuple[str, str], int]) -> None:
+    """Raise unless Redis shows ``want`` (:func:`_expected`): a flow that stopped early (at a
+    wrong end of a partition, say) would otherwise pass for a fast one."""
     from connectors.redis import read_book, read_candles, read_ticker
 
     r = redis.Redis.from_url(cfg.redis_url)
-    events = [orjson.loads(x) for x in lines]
-    want: dict[tuple[str, str], int] = {}
-    for e in events:
-        k = (e["ex"], e["sym"])
-        want[k] = max(want.get(k, 0), e["seq"]) if flow == "orderbook" else want.get(k, 0) + 1
     for (ex, sym), n in want.items():
         if flow == "orderbook":
             rec = read_book(r, ex, sym)
@@ -126,6 +132,7 @@ def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], uni
         ensure_topics(cfg.kafka_bootstrap, [p + t for t in ("book", "trades", "deadletter")], 4)
     produce_lines(cfg.kafka_bootstrap, prefix + topic, lines)
     ex = orjson.loads(lines[0])["ex"]
+    want = _expected(flow, lines)
     base = {c: float("inf") for c in codes}
     took = dict(base)
     for _ in range(repeat):
@@ -135,11 +142,11 @@ def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], uni
             _forget(cfg, ex)
             took[c] = min(took[c], run_flow(flow, _env(prefix, cfg, MD_STOP_AT_END="1", **extra),
                                             processes, c))
-            _check_complete(cfg, flow, lines)
+            _check_complete(cfg, flow, want)
     out = []
     for c in codes:
         net = took[c] - base[c]
-        if net < 0.05:  # within the start-up's noise (--quick inputs): no number to give
+        if net < _NOISE_S:  # within the start-up's noise (--quick inputs): no number to give
             out.append((float("nan"), float("nan")))
             continue
         out.append((len(lines) / net, units / net))
@@ -172,7 +179,8 @@ def source_floor(cfg: CommonConfig, lines: list[bytes], repeat: int = 1) -> floa
     produce_lines(cfg.kafka_bootstrap, prefix + "full", lines)
     full = min(_drain(cfg, prefix + "full") for _ in range(repeat))
     empty = min(_drain(cfg, prefix + "empty") for _ in range(repeat))
-    return len(lines) / max(full - empty, 1e-3)
+    net = full - empty
+    return len(lines) / net if net >= _NOISE_S else float("nan")
 
 
 def _pace(rate: int, seconds: float, send: Callable[[int], None]) -> None:
