@@ -379,8 +379,11 @@ class KafkaSource(FixedPartitionedSource[Message, int | None]):
 class _SinkPartition(StatelessSinkPartition[tuple[bytes | str, bytes]]):
     """One idempotent producer per worker; failures surface on the next write or on close."""
 
-    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any]) -> None:
+    def __init__(self, bootstrap: str, topic: str, config: dict[str, Any],
+                 confirm: bool = False, confirm_s: float = 60.0) -> None:
         self._topic = topic
+        self._confirm = confirm
+        self._confirm_s = confirm_s
         self._failures: list[str] = []
         cfg = _client_config(
             bootstrap,
@@ -423,6 +426,13 @@ class _SinkPartition(StatelessSinkPartition[tuple[bytes | str, bytes]]):
                     poll(0.05)  # local queue full: serve deliveries, then retry
                 except KafkaException as e:  # e.g. a topic the client already knows is invalid
                     raise RuntimeError(f"Kafka sink {topic}: cannot produce: {e}") from e
+        if self._confirm:
+            remaining = self._producer.flush(self._confirm_s)
+            self._raise_failures()
+            if remaining:
+                raise RuntimeError(f"Kafka sink {topic}: {remaining} messages not confirmed "
+                                   f"within {self._confirm_s:g} s")
+            return
         poll(0)
         self._raise_failures()
 
@@ -436,19 +446,28 @@ class _SinkPartition(StatelessSinkPartition[tuple[bytes | str, bytes]]):
 class KafkaSink(DynamicSink[tuple[bytes | str, bytes]]):
     """Write ``(key, value)`` items to ``topic`` (idempotent producer, ``acks=all``).
 
-    Messages are flushed on close, not per batch; a failed delivery raises on the next
-    ``write_batch`` or on close. ``config`` is merged into the librdkafka producer settings.
+    By default messages are flushed on close, not per batch; a failed delivery raises on the next
+    ``write_batch`` or on close. That suits a source that cannot rewind anyway (ingestion's
+    WebSockets). ``confirm=True``: ``write_batch`` returns once every message of the batch is
+    acknowledged (``acks=all``), or raises after ``confirm_s``. Bytewax closes an epoch (and may
+    commit its snapshot) only after its items went through ``write_batch``, so a flow that resumes
+    from snapshots then never loses output to a crash: what it wrote before the snapshot is in
+    Kafka, what came after is written again. ``config`` is merged into the producer settings.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, config: dict[str, str] | None = None) -> None:
+    def __init__(self, bootstrap: str, topic: str, *, config: dict[str, str] | None = None,
+                 confirm: bool = False, confirm_s: float = 60.0) -> None:
         self._bootstrap = bootstrap
         self._topic = topic
         self._config: dict[str, Any] = dict(config or {})
+        self._confirm = confirm
+        self._confirm_s = confirm_s
 
     def build(
         self, step_id: str, worker_index: int, worker_count: int
     ) -> StatelessSinkPartition[tuple[bytes | str, bytes]]:
-        return _SinkPartition(self._bootstrap, self._topic, self._config)
+        return _SinkPartition(self._bootstrap, self._topic, self._config, self._confirm,
+                              self._confirm_s)
 
 
 def ensure_topics(

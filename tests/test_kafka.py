@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import bytewax.operators as op
+import orjson
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -267,6 +270,28 @@ def test_sink_failure_raises_on_next_write(kafka_bootstrap: str) -> None:
 
     wait_until(raised, timeout=20, message="delivery failure never surfaced on write_batch")
     part.close()  # the failure was reported once; nothing else pending
+
+
+def test_record_sink_survives_a_crash_right_after_write_batch(
+    kafka_bootstrap: str, new_topic
+) -> None:
+    # Bytewax may commit an epoch's snapshot as soon as its items went through write_batch; a
+    # process killed then must not take records still queued in the producer with it (they
+    # would never be written again: the resumed flow starts after that snapshot).
+    topic = new_topic(1)
+    code = (
+        "import os, sys\n"
+        "from connectors.records import RecordKafkaSink\n"
+        "part = RecordKafkaSink(sys.argv[1], sys.argv[2]).build('out', 0, 1)\n"
+        "part.write_batch([{'type': 'deadletter', 'key': 'binance:BTC-USDT', 'reason': 'r%d' % i}"
+        " for i in range(50)])\n"
+        "os._exit(0)  # no close(), no flush: a crash right after the epoch\n"
+    )
+    subprocess.run([sys.executable, "-c", code, kafka_bootstrap, topic], check=True,
+                   cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    out = run_source(KafkaSource(kafka_bootstrap, [topic], stop_at_end=True))
+    reasons = sorted(orjson.loads(v)["reason"] for _, v, _ in out)
+    assert reasons == sorted(f"r{i}" for i in range(50))
 
 
 def test_produce_lines_raises_when_broker_unreachable() -> None:
