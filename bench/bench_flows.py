@@ -80,9 +80,11 @@ def _free_port() -> int:
 
 
 def run_flow(flow: str, env: dict[str, str], processes: int = 1, code: Path = ROOT) -> float:
-    """Wall seconds of ``python -m bytewax.run dataflows.{flow}:flow`` from checkout ``code``."""
+    """Wall seconds of ``python -m bytewax.run dataflows.{flow}:flow`` from checkout ``code``
+    (``bench.null_flow:flow`` for ``null``)."""
     addrs = ";".join(f"127.0.0.1:{_free_port()}" for _ in range(processes))
-    cmd = [PY, "-m", "bytewax.run", f"dataflows.{flow}:flow"]
+    module = "bench.null_flow" if flow == "null" else f"dataflows.{flow}"
+    cmd = [PY, "-m", "bytewax.run", f"{module}:flow"]
     t = time.perf_counter()
     procs = [subprocess.Popen(cmd + (["-i", str(i), "-a", addrs] if processes > 1 else []),
                               cwd=code, env=env) for i in range(processes)]
@@ -115,6 +117,8 @@ def _check_complete(cfg: CommonConfig, flow: str, want: dict[tuple[str, str], in
     wrong end of a partition, say) would otherwise pass for a fast one."""
     from connectors.redis import read_book, read_candles, read_ticker
 
+    if flow == "null":  # writes nothing to check
+        return
     r = redis.Redis.from_url(cfg.redis_url)
     for (ex, sym), n in want.items():
         if flow == "orderbook":
@@ -486,7 +490,10 @@ def main() -> int:
             note = "" if t or len(res) == 1 else f"{tr / res[1][0]:.2f}x{tag[1]}"
             rows.append([f"{flow}, 1 process{t}", f"{len(trade_lines):,} trades", tr, note])
     if not only or only & {"candles", "ticker"}:
-        rows.append(["Kafka source alone (the ceiling)", f"{len(trade_lines):,} trades",
+        (null, *_) = throughput(cfg, "null", "trades", trade_lines, 0, repeat=args.repeat)
+        rows.append(["trade flow, state doing nothing", f"{len(trade_lines):,} trades", null[0],
+                     "Kafka + Bytewax + decoding: bench/null_flow.py"])
+        rows.append(["Kafka source alone", f"{len(trade_lines):,} trades",
                      source_floor(cfg, trade_lines, args.repeat), "no Bytewax, no decoding"])
     print(table("Kafka -> flow -> Redis, sustained (run minus an empty run)",
                 ["flow", "input", "events/s", "notes"], rows))

@@ -108,6 +108,16 @@ def fmt(units: int, dp: int, scale: int = SCALE) -> str:
     return f"{sign}{s[:-dp]}.{s[-dp:]}"
 
 
+fmt_py = fmt  # the reference; tests/test_native.py checks the compiled fmt against it
+try:  # the same function in C where built (operators/_native.c): records call it twice or more
+    from operators import _native
+
+    _native.set_fmt_fallback(fmt_py)
+    fmt = _native.fmt
+except ImportError:
+    pass
+
+
 def round_half_even(numerator: int, denominator: int, dp: int) -> str:
     """``numerator / denominator`` rounded half-even, printed with exactly ``dp`` decimals.
 

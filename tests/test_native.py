@@ -22,6 +22,7 @@ from operators.events import (
     clear_caches,
     encode,
 )
+from operators.fixed import fmt, fmt_py
 
 EX, SYM = "binance", "ETH-USDT"
 
@@ -177,3 +178,31 @@ def test_memos_that_change_the_input_do_not_crash_the_scanners() -> None:
 
         out = events._native.book_levels(LevelMemo(), LevelMemo(), raw)
         assert out is not None and len(out) == 3
+
+
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        return ("ok", f(*args))
+    except Exception as e:  # the same exception type and message
+        return (type(e).__name__, str(e))
+
+
+_units = st.one_of(
+    st.integers(-(10**40), 10**40),
+    st.builds(lambda q, k: q * 10**k, st.integers(-(10**25), 10**25), st.integers(0, 40)),
+    st.sampled_from([0, 1, -1, 10**18, 10**36, 2**63, 2**64 - 1, 10**100]),
+)
+
+
+@given(_units, st.integers(-3, 40), st.one_of(st.none(), st.integers(-3, 40)))
+@settings(max_examples=3000, deadline=None)
+def test_compiled_fmt_equals_the_python_fmt(units: int, dp: int, scale: int | None) -> None:
+    args = (units, dp) if scale is None else (units, dp, scale)
+    assert fmt is events._native.fmt
+    assert _outcome(fmt, *args) == _outcome(fmt_py, *args)
+
+
+def test_compiled_fmt_odd_arguments() -> None:
+    for args in [(True, 1), (5 * 10**17, True), (1.5, 2), ("1", 2), (10**18, 2**70),
+                 (10**18, 1, 2**70), (10**18,), (1, 2, 3, 4)]:
+        assert _outcome(fmt, *args) == _outcome(fmt_py, *args), args
