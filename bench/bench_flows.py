@@ -56,8 +56,9 @@ def relabel(events: list[dict[str, Any]], n_symbols: int, kind: str, ex: str,
     for k in range(copies if kind == "trade" else 1):
         for e in evs:
             if k:
+                tid = e["id"]  # numbers keep rising, as exchanges' trade ids do
                 e = {**e, "ts": e["ts"] + k * span, "rts": e["rts"] + k * span,
-                     "id": f"{e['id']}-{k}"}
+                     "id": str(int(tid) + k * 10**12) if tid.isdigit() else f"{tid}-{k}"}
             for i in range(n_symbols):
                 out.append(orjson.dumps({**e, "ex": ex, "sym": f"S{i:03d}-USDT"}))
     return out

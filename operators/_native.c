@@ -11,7 +11,9 @@
  * handlers' memos of validated units: ~270 ns of Python a level, half of decoding a book event.
  * fmt prints exact units as a decimal string (operators.fixed.fmt): every candle and ticker
  * record prints two to four of them, and the Python version was a tenth of the candle operator.
- * tests/test_native.py checks all three equal the pure-Python paths on generated input.
+ * scan_ids tells whether a run of trade ids is rising (then none can be a duplicate: the ticker
+ * skips its dictionary of recent ids, a quarter of its flow's time, for such runs).
+ * tests/test_native.py checks each equals its pure-Python reference on generated input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -469,10 +471,65 @@ static PyObject *set_fmt_fallback(PyObject *self, PyObject *f)
     Py_RETURN_NONE;
 }
 
+/* scan_ids(ids, start, stop, floor) -> (fresh, top): the ticker's duplicate check for a run of
+ * trade ids (operators/ticker.py: _scan_ids_py is the reference). An id is "numeric" when it is
+ * the canonical decimal of an integer below 10**18 (ASCII digits, no leading zero but "0"). fresh:
+ * every id of ids[start:stop] is numeric, each greater than the one before, the first greater
+ * than floor; top: the greatest of floor and every numeric id of the range. */
+static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_ids(ids: list, start, stop, floor)");
+        return NULL;
+    }
+    PyObject *ids = args[0];
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    long long floor = PyLong_AsLongLong(args[3]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (start < 0)
+        start = 0;
+    if (stop > PyList_GET_SIZE(ids))
+        stop = PyList_GET_SIZE(ids);
+    int fresh = 1;
+    long long top = floor, prev = floor;
+    for (Py_ssize_t i = start; i < stop; i++) {
+        PyObject *s = PyList_GET_ITEM(ids, i);
+        if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s)) {
+            fresh = 0;
+            continue;
+        }
+        Py_ssize_t len = PyUnicode_GET_LENGTH(s);
+        const char *d = (const char *)PyUnicode_DATA(s);
+        if (len == 0 || len > 18 || (d[0] == '0' && len > 1)) {
+            fresh = 0;
+            continue;
+        }
+        long long n = 0;
+        Py_ssize_t k = 0;
+        for (; k < len && d[k] >= '0' && d[k] <= '9'; k++)
+            n = n * 10 + (d[k] - '0');
+        if (k < len) {
+            fresh = 0;
+            continue;
+        }
+        if (n > top)
+            top = n;
+        if (n <= prev)
+            fresh = 0;
+        prev = n;
+    }
+    return Py_BuildValue("(OL)", fresh ? Py_True : Py_False, top);
+}
+
+PyDoc_STRVAR(scan_ids_doc,
+             "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
+
 PyDoc_STRVAR(fmt_doc, "fmt(units, dp, scale=18) -> str: operators.fixed.fmt (see there).");
 
 static PyMethodDef methods[] = {
     {"fmt", (PyCFunction)(void (*)(void))fmt, METH_FASTCALL, fmt_doc},
+    {"scan_ids", (PyCFunction)(void (*)(void))scan_ids, METH_FASTCALL, scan_ids_doc},
     {"set_fmt_fallback", set_fmt_fallback, METH_O, "The Python fmt, for the uncommon cases."},
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},
     {"book_levels", (PyCFunction)(void (*)(void))book_levels, METH_FASTCALL, book_levels_doc},

@@ -23,6 +23,7 @@ from operators.events import (
     encode,
 )
 from operators.fixed import fmt, fmt_py
+from operators.ticker import _scan_ids, _scan_ids_py
 
 EX, SYM = "binance", "ETH-USDT"
 
@@ -206,3 +207,19 @@ def test_compiled_fmt_odd_arguments() -> None:
     for args in [(True, 1), (5 * 10**17, True), (1.5, 2), ("1", 2), (10**18, 2**70),
                  (10**18, 1, 2**70), (10**18,), (1, 2, 3, 4)]:
         assert _outcome(fmt, *args) == _outcome(fmt_py, *args), args
+
+
+_ids = st.lists(st.one_of(
+    st.integers(0, 10**19).map(str),
+    st.sampled_from(["", "0", "00", "01", "-1", "+1", " 1", "1 ", "1_0", "\u0661", "12\u0663",
+                     "999999999999999999", "1000000000000000000", "abc", "1e3"]),
+    st.text(max_size=4),
+), max_size=12)
+
+
+@given(_ids, st.integers(-2, 14), st.integers(-2, 14), st.integers(-1, 10**18))
+@settings(max_examples=3000, deadline=None)
+def test_compiled_scan_ids_equals_the_python_one(ids: list[str], start: int, stop: int,
+                                                 floor: int) -> None:
+    assert _scan_ids is events._native.scan_ids
+    assert _scan_ids(ids, start, stop, floor) == _scan_ids_py(ids, start, stop, floor)

@@ -17,6 +17,7 @@ from tests.reference import accept_ticker, ref_ticker
 from tests.test_candles import (
     BASE,
     assert_batches_equal_one_by_one,
+    batched,
     eth_trades,
     mk,
     price,
@@ -25,6 +26,11 @@ from tests.test_candles import (
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
+
+
+# Trade ids: mostly rising integers (the ticker's fast path), sometimes ids that are not the
+# canonical decimal of an integer (a leading zero, letters) or far above the others.
+ids = st.sampled_from(["{}"] * 6 + ["0{}", "a{}", "{}x", "9{}00000000000000", "{}0"])
 
 
 @st.composite
@@ -38,7 +44,7 @@ def ticker_streams(draw: st.DrawFn) -> list[Trade]:
                              st.integers(0, 4 * HOUR)))
         back = draw(st.one_of(st.just(0), st.integers(0, 5 * MINUTE),
                               st.integers(0, 30 * HOUR)))
-        out.append(mk(ts - back, 1000 + i, draw(price), draw(qty)))
+        out.append(mk(ts - back, draw(ids).format(1000 + i), draw(price), draw(qty)))
         if draw(st.integers(0, 5)) == 0:  # re-send an earlier trade
             out.append(out[draw(st.integers(0, len(out) - 1))])
     return out
@@ -230,3 +236,27 @@ def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
     assert_batches_equal_one_by_one(TickerState(TickerParams(throttle)),
                                     TickerState(TickerParams(throttle)), trades,
                                     list(range(0, len(trades), 397)))
+
+
+def one_batch(trades: list[Trade]) -> Any:
+    return batched(trades, [])[0]
+
+
+def test_rising_ids_skip_the_id_dictionary_and_duplicates_still_count() -> None:
+    """A long run of rising numeric ids drops the dictionary of recent ids; a trade re-sent
+    after that, or one with an id that is not numeric, is still checked against every id kept."""
+    trades = [mk(BASE + 100 * i, 5000 + i, "10.5", "1") for i in range(700)]
+    s = TickerState(TickerParams(emit_interval_ms=0))
+    s.on_trades(one_batch(trades[:300]))
+    s.on_trade(mk(BASE + 100 * 300, "x1", "10.5", "1"))  # not numeric: needs the dictionary
+    assert s._ids is not None
+    s.on_trades(one_batch(trades[300:]))
+    assert s._ids is None  # rising ids since: more than half of those kept
+    before = dict(s.stats)
+    s.on_trades(one_batch([trades[7], trades[699], mk(BASE + 70_000, "x1", "10.5", "1"),
+                       mk(BASE + 70_000, "04999", "10.5", "1")]))
+    assert s.stats["duplicates"] == before["duplicates"] + 3
+    assert s.stats["trades"] == before["trades"] + 1  # "04999" is not "4999"
+    b = pickle.loads(pickle.dumps(s))
+    assert b._ids is None and b._top_id == s._top_id == 5699
+    assert b.on_trade(trades[10]) == [] and b.stats["duplicates"] == s.stats["duplicates"] + 1
