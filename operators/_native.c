@@ -385,13 +385,15 @@ error:
 /* operators.fixed.fmt for its common case, where records spend their time: units >= 0,
  * 0 < dp <= scale <= 36, units a multiple of 10**(scale - dp). The digits of units are printed
  * once (no big-integer division); anything else goes to the Python fmt, which raises the errors. */
-static PyObject *fmt_fallback;
+static PyObject *fmt_fallback, *fmt_big;
 
-static PyObject *fmt(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *fmt(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     long dp, scale = 18;
     int overflow = 0;
-    if (nargs < 2 || nargs > 3 || !PyLong_CheckExact(args[0]) || !PyLong_CheckExact(args[1])
+    if (kwnames != NULL || nargs < 2 || nargs > 3 || !PyLong_CheckExact(args[0])
+        || !PyLong_CheckExact(args[1])
         || (nargs == 3 && !PyLong_CheckExact(args[2])))
         goto fallback;
     dp = PyLong_AsLongAndOverflow(args[1], &overflow);
@@ -405,6 +407,11 @@ static PyObject *fmt(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (PyErr_Occurred())
         return NULL;
     if (dp <= 0 || dp > scale || scale > 36)
+        goto fallback;
+    int big = PyObject_RichCompareBool(args[0], fmt_big, Py_GE);
+    if (big < 0)
+        return NULL;
+    if (big) /* str() has a digit limit; the Python fmt divides first */
         goto fallback;
     int sign = PyObject_RichCompareBool(args[0], zero, Py_GT);
     if (sign < 0)
@@ -462,7 +469,7 @@ fallback:
         PyErr_SetString(PyExc_RuntimeError, "operators._native.fmt: no fallback set");
         return NULL;
     }
-    return PyObject_Vectorcall(fmt_fallback, args, nargs, NULL);
+    return PyObject_Vectorcall(fmt_fallback, args, nargs, kwnames);
 }
 
 static PyObject *set_fmt_fallback(PyObject *self, PyObject *f)
@@ -483,9 +490,14 @@ static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
         return NULL;
     }
     PyObject *ids = args[0];
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]), stop = PyLong_AsSsize_t(args[2]);
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    if (stop == -1 && PyErr_Occurred())
+        return NULL;
     long long floor = PyLong_AsLongLong(args[3]);
-    if (PyErr_Occurred())
+    if (floor == -1 && PyErr_Occurred())
         return NULL;
     if (start < 0)
         start = 0;
@@ -495,6 +507,8 @@ static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
     long long top = floor, prev = floor;
     for (Py_ssize_t i = start; i < stop; i++) {
         PyObject *s = PyList_GET_ITEM(ids, i);
+        if (PyUnicode_CheckExact(s) && PyUnicode_READY(s) < 0)
+            return NULL;
         if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s)) {
             fresh = 0;
             continue;
@@ -528,7 +542,7 @@ PyDoc_STRVAR(scan_ids_doc,
 PyDoc_STRVAR(fmt_doc, "fmt(units, dp, scale=18) -> str: operators.fixed.fmt (see there).");
 
 static PyMethodDef methods[] = {
-    {"fmt", (PyCFunction)(void (*)(void))fmt, METH_FASTCALL, fmt_doc},
+    {"fmt", (PyCFunction)(void (*)(void))fmt, METH_FASTCALL | METH_KEYWORDS, fmt_doc},
     {"scan_ids", (PyCFunction)(void (*)(void))scan_ids, METH_FASTCALL, scan_ids_doc},
     {"set_fmt_fallback", set_fmt_fallback, METH_O, "The Python fmt, for the uncommon cases."},
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},
@@ -546,7 +560,10 @@ PyMODINIT_FUNC PyInit__native(void)
     s_buy = PyUnicode_InternFromString("buy");
     s_sell = PyUnicode_InternFromString("sell");
     zero = PyLong_FromLong(0);
-    if (s_buy == NULL || s_sell == NULL || zero == NULL)
+    fmt_big = PyLong_FromString("1" "000000000000000000000000000000000000000000000000000000000000"
+                                "000000000000000000000000000000000000000000000000000000000000",
+                                NULL, 10); /* 10**120: far above any price, far below str()'s limit */
+    if (s_buy == NULL || s_sell == NULL || zero == NULL || fmt_big == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -205,8 +205,11 @@ def test_compiled_fmt_equals_the_python_fmt(units: int, dp: int, scale: int | No
 
 def test_compiled_fmt_odd_arguments() -> None:
     for args in [(True, 1), (5 * 10**17, True), (1.5, 2), ("1", 2), (10**18, 2**70),
-                 (10**18, 1, 2**70), (10**18,), (1, 2, 3, 4)]:
+                 (10**18, 1, 2**70), (10**18,), (1, 2, 3, 4),
+                 (10**4300, 1), (10**4316, 1, 18)]:  # str() has a digit limit, not fmt
         assert _outcome(fmt, *args) == _outcome(fmt_py, *args), args
+    assert fmt(5 * 10**16, dp=2) == fmt_py(5 * 10**16, dp=2) == "0.05"
+    assert _outcome(lambda: fmt(1, 2, scale=18)) == _outcome(lambda: fmt_py(1, 2, scale=18))
 
 
 _ids = st.lists(st.one_of(
