@@ -294,6 +294,23 @@ def test_record_sink_survives_a_crash_right_after_write_batch(
     assert reasons == sorted(f"r{i}" for i in range(50))
 
 
+def test_source_rests_while_its_flow_is_busy(kafka_bootstrap: str, new_topic) -> None:
+    """With a backlog, librdkafka prefetches until its queue is full and must then wait for the
+    flow to take messages. With fetch.queue.backoff.ms at 0 its broker thread retried without
+    pause: a core spun for as long as the backlog lasted (the trade flows ran at half speed)."""
+    topic = new_topic(1)
+    produce_lines(kafka_bootstrap, topic, lines(60_000), key_of=lambda _: b"k")  # > the queue
+    part = KafkaSource(kafka_bootstrap, [topic], batch_size=10).build_part("s", f"{topic}#0", None)
+    wait_until(part.next_batch, message="no message from the backlog")
+    # The flow is busy elsewhere for a second: this process should use little CPU meanwhile
+    # (a window of observation, not a synchronization).
+    cpu = time.process_time()
+    time.sleep(1.0)
+    used = time.process_time() - cpu
+    part.close()
+    assert used < 0.3, f"{used:.2f} s of CPU in 1 s while nothing was consumed"
+
+
 def test_produce_lines_raises_when_broker_unreachable() -> None:
     with pytest.raises(RuntimeError, match=r"failed|not delivered"):
         cfg = {"message.timeout.ms": "1500"}
