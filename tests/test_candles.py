@@ -43,6 +43,11 @@ qty = st.tuples(st.integers(1, 5000), st.integers(0, 4)).map(
 step = st.one_of(st.integers(0, 3_000), st.integers(0, 400_000))  # bursts and gaps (ms)
 
 
+# Trade ids: mostly rising integers (the ticker's fast path), sometimes ids that are not the
+# canonical decimal of an integer (a leading zero, letters) or far above the others.
+ids = st.sampled_from(["{}"] * 6 + ["0{}", "a{}", "{}x", "9{}00000000000000", "{}0"])
+
+
 @st.composite
 def trade_lists(draw: st.DrawFn, max_size: int = 50) -> list[Trade]:
     """Trades in ts order (equal ts allowed), starting anywhere within a day."""
@@ -51,7 +56,7 @@ def trade_lists(draw: st.DrawFn, max_size: int = 50) -> list[Trade]:
     out = []
     for i, (d, px, q) in enumerate(steps):
         ts += d
-        out.append(mk(ts, 1000 + i, px, q))
+        out.append(mk(ts, draw(ids).format(1000 + i), px, q))
     return out
 
 

@@ -19,6 +19,7 @@ from tests.test_candles import (
     assert_batches_equal_one_by_one,
     batched,
     eth_trades,
+    ids,
     mk,
     price,
     qty,
@@ -26,11 +27,6 @@ from tests.test_candles import (
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
-
-
-# Trade ids: mostly rising integers (the ticker's fast path), sometimes ids that are not the
-# canonical decimal of an integer (a leading zero, letters) or far above the others.
-ids = st.sampled_from(["{}"] * 6 + ["0{}", "a{}", "{}x", "9{}00000000000000", "{}0"])
 
 
 @st.composite
