@@ -480,7 +480,7 @@ static PyObject *set_fmt_fallback(PyObject *self, PyObject *f)
 
 /* scan_ids(ids, start, stop, floor) -> (fresh, top): the ticker's duplicate check for a run of
  * trade ids (operators/ticker.py: _scan_ids_py is the reference). An id is "numeric" when it is
- * the canonical decimal of an integer below 10**18 (ASCII digits, no leading zero but "0"). fresh:
+ * the canonical decimal of an integer below 2**63 (ASCII digits, no leading zero but "0"). fresh:
  * every id of ids[start:stop] is numeric, each greater than the one before, the first greater
  * than floor; top: the greatest of floor and every numeric id of the range. */
 static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -515,14 +515,17 @@ static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
         }
         Py_ssize_t len = PyUnicode_GET_LENGTH(s);
         const char *d = (const char *)PyUnicode_DATA(s);
-        if (len == 0 || len > 18 || (d[0] == '0' && len > 1)) {
+        if (len == 0 || len > 19 || (d[0] == '0' && len > 1)) {
             fresh = 0;
             continue;
         }
         long long n = 0;
         Py_ssize_t k = 0;
-        for (; k < len && d[k] >= '0' && d[k] <= '9'; k++)
+        for (; k < len && d[k] >= '0' && d[k] <= '9'; k++) {
+            if (n > (LLONG_MAX - (d[k] - '0')) / 10)
+                break; /* 2**63 or more: not numeric (Bybit's ids have 19 digits) */
             n = n * 10 + (d[k] - '0');
+        }
         if (k < len) {
             fresh = 0;
             continue;

@@ -102,14 +102,14 @@ class TickerParams:
 
 def _scan_ids_py(ids: list[str], start: int, stop: int, floor: int) -> tuple[bool, int]:
     """``(fresh, top)`` for ``ids[start:stop]``. An id is *numeric* when it is the canonical
-    decimal of an integer below 10**18. ``fresh``: every id is numeric and greater than the one
+    decimal of an integer below 2**63. ``fresh``: every id is numeric and greater than the one
     before it, the first greater than ``floor``, so none equals an id whose integer is at most
     ``floor`` or any non-numeric id. ``top``: the greatest of ``floor`` and the numeric ids."""
     fresh, top, prev = True, floor, floor
     for k in range(max(start, 0), min(stop, len(ids))):  # as the C version: no negative indices
         s = ids[k]
-        if (type(s) is not str or not s.isascii() or not s.isdigit() or len(s) > 18
-                or (s[0] == "0" and len(s) > 1)):
+        if (type(s) is not str or not s.isascii() or not s.isdigit() or len(s) > 19
+                or (s[0] == "0" and len(s) > 1) or int(s) >= 2**63):
             fresh = False
             continue
         n = int(s)

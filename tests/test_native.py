@@ -213,14 +213,16 @@ def test_compiled_fmt_odd_arguments() -> None:
 
 
 _ids = st.lists(st.one_of(
-    st.integers(0, 10**19).map(str),
+    st.integers(0, 10**20).map(str),
+    st.integers(2**63 - 20, 2**63 + 20).map(str),
     st.sampled_from(["", "0", "00", "01", "-1", "+1", " 1", "1 ", "1_0", "\u0661", "12\u0663",
-                     "999999999999999999", "1000000000000000000", "abc", "1e3"]),
+                     "999999999999999999", "1000000000000000000", "9223372036854775807",
+                     "9223372036854775808", "99999999999999999999", "abc", "1e3"]),
     st.text(max_size=4),
 ), max_size=12)
 
 
-@given(_ids, st.integers(-2, 14), st.integers(-2, 14), st.integers(-1, 10**18))
+@given(_ids, st.integers(-2, 14), st.integers(-2, 14), st.integers(-1, 2**63 - 1))
 @settings(max_examples=3000, deadline=None)
 def test_compiled_scan_ids_equals_the_python_one(ids: list[str], start: int, stop: int,
                                                  floor: int) -> None:
