@@ -439,13 +439,24 @@ def remove(d: str | Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _is_bytewax_run(argv: list[str]) -> bool:
+    return bool(argv) and argv[0].replace("\\", "/").endswith(("bytewax/run.py", "bytewax.run"))
+
+
+def runs_without_recovery(argv: list[str], env: dict[str, str] | Any) -> bool:
+    """True when this process is ``python -m bytewax.run`` without a recovery store: nothing
+    keeps the snapshots then (``run_main`` callers may pass a recovery config: not known here).
+    """
+    return _is_bytewax_run(argv) and active_store(argv, env) is None
+
+
 def active_store(argv: list[str], env: dict[str, str] | Any) -> Path | None:
     """The store ``python -m bytewax.run`` was given (``-r DIR`` or its environment variable).
 
     ``None`` outside ``bytewax.run`` (tests, replays) or when it runs without recovery: then
     there is nothing to check. ``MD_RECOVERY_DIR`` is not consulted: ``bytewax.run`` ignores it.
     """
-    if not argv or not argv[0].replace("\\", "/").endswith(("bytewax/run.py", "bytewax.run")):
+    if not _is_bytewax_run(argv):
         return None
     found: str | None = None
     args = argv[1:]

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from connectors.kafka import Message
 from dataflows import candles, orderbook, ticker
-from dataflows.common import build_flow
+from dataflows.common import _Logic, build_flow
 from dataflows.config import BookConfig, CandleConfig, TickerConfig
 from operators.events import BookEvent, Trade
 from recovery import cli, stores
@@ -395,6 +395,26 @@ def test_active_store_parses_bytewax_run_argv() -> None:
     assert stores.active_store([run, "m:flow"], {"BYTEWAX_RECOVERY_DIRECTORY": "/v"}) == Path("/v")
     assert stores.active_store([run, "m:flow"], {}) is None
     assert stores.active_store(["pytest", "-r", "a"], {}) is None
+
+
+def test_snapshots_are_skipped_only_where_nothing_keeps_them() -> None:
+    run = "/x/site-packages/bytewax/run.py"
+    assert stores.runs_without_recovery([run, "m:flow"], {})
+    assert not stores.runs_without_recovery([run, "m:flow", "-r", "/s", "-s", "1"], {})
+    assert not stores.runs_without_recovery([run, "m:flow"], {"BYTEWAX_RECOVERY_DIRECTORY": "/v"})
+    assert not stores.runs_without_recovery(["pytest"], {})  # run_main may recover: unknown
+    kind, make = FLOWS["ticker"]
+    msg = (b"binance:ETH-USDT", b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":1000,'
+           b'"rts":1000,"id":"1","px":"1.5","qty":"2","side":"buy"}', 0)
+    for snapshots in (True, False):
+        logic = _Logic("ticker", kind, make, False, None, snapshots)
+        logic.on_batch([msg])
+        snap = logic.snapshot()
+        if not snapshots:
+            assert snap == b""
+            continue
+        again = _Logic("ticker", kind, make, False, snap)
+        assert again.state.stats == logic.state.stats == {**again.state.stats, "trades": 1}
 
 
 # --- CLI ---------------------------------------------------------------------------------------
