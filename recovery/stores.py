@@ -18,6 +18,7 @@ strictly below it; a ``NULL`` snapshot means the key was discarded.
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import re
 import shutil
@@ -439,15 +440,37 @@ def remove(d: str | Path) -> None:
     shutil.rmtree(d, ignore_errors=True)
 
 
-def _is_bytewax_run(argv: list[str]) -> bool:
-    return bool(argv) and argv[0].replace("\\", "/").endswith(("bytewax/run.py", "bytewax.run"))
+def _run_parser() -> argparse.ArgumentParser:
+    """The options of ``python -m bytewax.run`` (0.21), parsed as it parses them: argparse, so
+    ``--recovery-dir X`` (a prefix), ``-rX`` and ``--recovery-directory=X`` all count."""
+    p = argparse.ArgumentParser(add_help=False, exit_on_error=False)
+    p.add_argument("import_str", nargs="?")
+    p.add_argument("-r", "--recovery-directory")
+    for short, long in (("-s", "--snapshot-interval"), ("-b", "--backup-interval"),
+                        ("-w", "--workers-per-process"), ("-i", "--process-id"),
+                        ("-a", "--addresses")):
+        p.add_argument(short, long)
+    return p
+
+
+def _bytewax_run_store(argv: list[str], env: dict[str, str] | Any) -> tuple[bool, str | None]:
+    """``(known, store)``: ``known`` when this process is ``bytewax.run`` and its arguments parse;
+    ``store`` the recovery directory it was given (or its environment variable), if any."""
+    if not argv or not argv[0].replace("\\", "/").endswith(("bytewax/run.py", "bytewax.run")):
+        return False, None
+    try:
+        ns, _ = _run_parser().parse_known_args(argv[1:])
+    except (argparse.ArgumentError, SystemExit):
+        return False, None
+    return True, ns.recovery_directory or env.get("BYTEWAX_RECOVERY_DIRECTORY") or None
 
 
 def runs_without_recovery(argv: list[str], env: dict[str, str] | Any) -> bool:
-    """True when this process is ``python -m bytewax.run`` without a recovery store: nothing
-    keeps the snapshots then (``run_main`` callers may pass a recovery config: not known here).
+    """True only when this process is surely ``python -m bytewax.run`` without a recovery store:
+    nothing keeps the snapshots then (``run_main`` callers may pass a recovery config: unknown).
     """
-    return _is_bytewax_run(argv) and active_store(argv, env) is None
+    known, store = _bytewax_run_store(argv, env)
+    return known and store is None
 
 
 def active_store(argv: list[str], env: dict[str, str] | Any) -> Path | None:
@@ -456,16 +479,5 @@ def active_store(argv: list[str], env: dict[str, str] | Any) -> Path | None:
     ``None`` outside ``bytewax.run`` (tests, replays) or when it runs without recovery: then
     there is nothing to check. ``MD_RECOVERY_DIR`` is not consulted: ``bytewax.run`` ignores it.
     """
-    if not _is_bytewax_run(argv):
-        return None
-    found: str | None = None
-    args = argv[1:]
-    for i, a in enumerate(args):
-        if a in ("-r", "--recovery-directory") and i + 1 < len(args):
-            found = args[i + 1]
-        elif a.startswith("--recovery-directory="):
-            found = a.split("=", 1)[1]
-        elif a.startswith("-r") and len(a) > 2 and not a.startswith("--"):
-            found = a[2:]
-    found = found or env.get("BYTEWAX_RECOVERY_DIRECTORY") or None
-    return Path(found) if found else None
+    store = _bytewax_run_store(argv, env)[1]
+    return Path(store) if store else None

@@ -403,6 +403,10 @@ def test_snapshots_are_skipped_only_where_nothing_keeps_them() -> None:
     assert not stores.runs_without_recovery([run, "m:flow", "-r", "/s", "-s", "1"], {})
     assert not stores.runs_without_recovery([run, "m:flow"], {"BYTEWAX_RECOVERY_DIRECTORY": "/v"})
     assert not stores.runs_without_recovery(["pytest"], {})  # run_main may recover: unknown
+    for abbreviated in (["--recovery-dir", "/s"], ["--recovery", "/s"], ["--recovery-dir=/s"],
+                        ["-r/s"], ["-w", "2", "-r", "/s"]):  # argparse takes them all
+        assert not stores.runs_without_recovery([run, "m:flow", *abbreviated, "-s", "1"], {})
+        assert stores.active_store([run, "m:flow", *abbreviated], {}) == Path("/s")
     kind, make = FLOWS["ticker"]
     msg = (b"binance:ETH-USDT", b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":1000,'
            b'"rts":1000,"id":"1","px":"1.5","qty":"2","side":"buy"}', 0)
