@@ -103,6 +103,11 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
         self.max_ts = 0
         self.wall = 0
         if resume is not None:
+            if not resume:
+                raise RuntimeError(
+                    f"the {flow} flow's recovery store holds an empty state (written by a run "
+                    "that was not given the store, so it skipped snapshots): reset the store "
+                    "(`marketdata recovery reset`)")
             self.key, self.state, self.max_ts = pickle.loads(resume)
             self.wall = _now_ms()
 

@@ -462,7 +462,11 @@ def _bytewax_run_store(argv: list[str], env: dict[str, str] | Any) -> tuple[bool
         ns, _ = _run_parser().parse_known_args(argv[1:])
     except (argparse.ArgumentError, SystemExit):
         return False, None
-    return True, ns.recovery_directory or env.get("BYTEWAX_RECOVERY_DIRECTORY") or None
+    # As bytewax.run: the option wins over the variable, and an empty one is the current
+    # directory (Path("")), not "no store".
+    if ns.recovery_directory is not None:
+        return True, ns.recovery_directory
+    return True, env.get("BYTEWAX_RECOVERY_DIRECTORY")
 
 
 def runs_without_recovery(argv: list[str], env: dict[str, str] | Any) -> bool:
@@ -480,4 +484,4 @@ def active_store(argv: list[str], env: dict[str, str] | Any) -> Path | None:
     there is nothing to check. ``MD_RECOVERY_DIR`` is not consulted: ``bytewax.run`` ignores it.
     """
     store = _bytewax_run_store(argv, env)[1]
-    return Path(store) if store else None
+    return None if store is None else Path(store)

@@ -403,6 +403,10 @@ def test_snapshots_are_skipped_only_where_nothing_keeps_them() -> None:
     assert not stores.runs_without_recovery([run, "m:flow", "-r", "/s", "-s", "1"], {})
     assert not stores.runs_without_recovery([run, "m:flow"], {"BYTEWAX_RECOVERY_DIRECTORY": "/v"})
     assert not stores.runs_without_recovery(["pytest"], {})  # run_main may recover: unknown
+    for empty in ([run, "m:flow", "-r", ""], [run, "m:flow", "--recovery-directory="]):
+        assert not stores.runs_without_recovery(empty, {})  # bytewax.run: Path("") is "."
+        assert stores.active_store(empty, {"BYTEWAX_RECOVERY_DIRECTORY": "/v"}) == Path(".")
+    assert not stores.runs_without_recovery([run, "m:flow"], {"BYTEWAX_RECOVERY_DIRECTORY": ""})
     for abbreviated in (["--recovery-dir", "/s"], ["--recovery", "/s"], ["--recovery-dir=/s"],
                         ["-r/s"], ["-w", "2", "-r", "/s"]):  # argparse takes them all
         assert not stores.runs_without_recovery([run, "m:flow", *abbreviated, "-s", "1"], {})
@@ -419,6 +423,8 @@ def test_snapshots_are_skipped_only_where_nothing_keeps_them() -> None:
             continue
         again = _Logic("ticker", kind, make, False, snap)
         assert again.state.stats == logic.state.stats == {**again.state.stats, "trades": 1}
+    with pytest.raises(RuntimeError, match=r"empty state.*reset the store"):
+        _Logic("ticker", kind, make, False, b"")  # a store written with snapshots skipped
 
 
 # --- CLI ---------------------------------------------------------------------------------------
