@@ -79,17 +79,18 @@ BENCHES = {"book": "bench.bench_book", "aggregates": "bench.bench_aggregates",
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import importlib.util
     import subprocess
     from pathlib import Path
 
+    # bench/ is not installed: it runs from the checkout (python -m from its root)
     root = Path(__file__).resolve().parents[1]
     names = list(BENCHES) if args.name == "all" else [args.name]
     rc = 0
     for name in names:
         module = BENCHES[name]
-        if importlib.util.find_spec(module) is None:
-            print(f"(no {module} here)", file=sys.stderr)
+        if not (root / (module.replace(".", "/") + ".py")).is_file():
+            print(f"(no {module} in {root})", file=sys.stderr)
+            rc = 1
             continue
         print(f"==> {name}: python -m {module} {' '.join(args.args)}", file=sys.stderr,
               flush=True)

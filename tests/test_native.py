@@ -228,3 +228,16 @@ def test_compiled_scan_ids_equals_the_python_one(ids: list[str], start: int, sto
                                                  floor: int) -> None:
     assert _scan_ids is events._native.scan_ids
     assert _scan_ids(ids, start, stop, floor) == _scan_ids_py(ids, start, stop, floor)
+
+
+def test_the_bench_command_runs_from_anywhere(tmp_path: Any) -> None:
+    """``marketdata bench NAME`` (the console script, any working directory) runs bench/NAME."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(sys.executable).with_name("marketdata")
+    out = subprocess.run([str(cli), "bench", "decode", "--repeat", "1"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Decoding: compiled scanners vs pure Python" in out.stdout

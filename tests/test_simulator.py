@@ -276,3 +276,8 @@ def test_every_exchange_resyncs_after_every_fault(rig: dict[str, Any]) -> None:
         if ex != "kraken":
             assert h["gaps"] >= 1, (part, h)
     assert sorted(feeds) == sorted(f"{ex}#0" for ex in EXCHANGES)
+
+
+def test_demo_refuses_exchanges_without_a_recording() -> None:
+    with pytest.raises(ValueError, match="no recorded session for kraken_v2, nosuch"):
+        simulator.start_demo(["kraken_v2", "nosuch"])

@@ -162,6 +162,11 @@ def start_demo(exchanges: Iterable[str] = tuple(DEMO_RECORDINGS), *, speed: floa
     numbers and trade ids are the simulator's own, so each loop continues where the last ended.
     """
     base = data or data_dir()
+    exchanges = list(exchanges)
+    unknown = [ex for ex in exchanges if ex not in DEMO_RECORDINGS]
+    if unknown:
+        raise ValueError(f"no recorded session for {', '.join(unknown)} (--demo plays "
+                         f"{', '.join(DEMO_RECORDINGS)}; the synthetic mode has every venue)")
     runners: dict[str, VenueRunner] = {}
     for i, ex in enumerate(exchanges):
         rec = load_recording(ex, [base / p for p in DEMO_RECORDINGS[ex]])
