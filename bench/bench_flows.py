@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -455,6 +456,7 @@ def main() -> int:
             rows.append([f"orderbook, 1 process{t}", f"{len(book_lines):,} book events", ev_s,
                          f"{lv_s:,.0f} level changes/s"])
             rows.append([f"orderbook, 2 processes{t}", f"{len(book_lines):,} book events", ev2,
+                         "within start-up noise: no number" if math.isnan(ev2 / ev_s) else
                          f"{lv2:,.0f} level changes/s ({ev2 / ev_s:.2f}x one process)"])
     for flow in ("candles", "ticker"):
         if only and flow not in only:

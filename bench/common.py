@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import math
 import platform
 import time
 from collections.abc import Callable
@@ -37,7 +38,8 @@ def best_of_each(fns: list[Callable[[], Any]], repeat: int = 5) -> list[float]:
 
 
 def table(title: str, header: list[str], rows: list[list[Any]]) -> str:
-    cells = [header] + [[f"{c:,.0f}" if isinstance(c, float) and c >= 100 else
+    cells = [header] + [["—" if isinstance(c, float) and math.isnan(c) else  # no measurement
+                         f"{c:,.0f}" if isinstance(c, float) and c >= 100 else
                          f"{c:.2f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())

@@ -45,6 +45,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f"marketdata replay: cannot read {args.input}: {e.strerror or e}", file=sys.stderr)
         return 2
+    for path in (args.output, args.deadletters):
+        if path and path != "-":
+            try:
+                open(path, "ab").close()  # the sinks truncate it; fail here, in one line
+            except OSError as e:
+                print(f"marketdata replay: cannot write {path}: {e.strerror or e}",
+                      file=sys.stderr)
+                return 2
     cfg = _flow_config(args.flow, args)
     flow = _replay_builder(args.flow)(cfg, args.input, args.output, args.deadletters)
     started = time.perf_counter()

@@ -538,6 +538,27 @@ def test_cli_unreadable_input_fails_clearly(tmp_path: Path,
     assert args.func(args) == 2
 
 
+def test_cli_names_an_unwritable_output_and_a_recording_of_another_exchange(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    okx = str(DATA / "cryptofeed/OKX.ws.1.0")
+    args = _cli(["normalize", "okx", "--input", okx, "--output", str(tmp_path / "no/dir/o")])
+    assert args.func(args) == 2
+    assert f"cannot write {tmp_path / 'no/dir/o'}" in capsys.readouterr().err
+    args = _cli(["normalize", "coinbase", "--input", okx, "--output", str(tmp_path / "o")])
+    assert args.func(args) == 0
+    assert "no event from 410 frames: is this a recording of coinbase?" in capsys.readouterr().err
+
+
+def test_replay_names_an_unwritable_output(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from marketdata import cli
+
+    canonical = str(DATA / "canonical/binance_ethusdt_20240808.events.jsonl.gz")
+    assert cli.main(["replay", "ticker", "--input", canonical,
+                     "--output", str(tmp_path / "no/dir/o")]) == 2
+    assert f"cannot write {tmp_path / 'no/dir/o'}" in capsys.readouterr().err
+
+
 def test_the_rest_half_of_a_cryptofeed_recording_is_named_as_such() -> None:
     with pytest.raises(RecordingError, match=r"REST answers .* give its \*\.ws\.N\.0 file"):
         detect_format(DATA / "cryptofeed/BINANCE.http.0.0")

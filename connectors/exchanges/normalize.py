@@ -9,6 +9,8 @@ midnight). A summary (frames, events, gaps, checksums, dead letters) goes to std
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -75,16 +77,25 @@ def run(args: argparse.Namespace) -> int:
     """Run the sub-command; 0 on success, 2 for unreadable input."""
     paths: list[Path] = args.input
     try:
-        if args.output == "-":
-            stats = normalize_files(args.exchange, paths, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
-        else:
-            with open(args.output, "wb") as out:
-                stats = normalize_files(args.exchange, paths, out)
+        out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
+    except OSError as e:
+        print(f"normalize: cannot write {args.output}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    try:
+        with contextlib.nullcontext(out) if args.output == "-" else out:
+            stats = normalize_files(args.exchange, paths, out)
+            out.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (RecordingError, OSError, EOFError, UnicodeDecodeError, ValueError) as e:
         print(f"normalize: cannot read input: {e}", file=sys.stderr)
         return 2
     print(_summary(args.exchange, stats), file=sys.stderr)
+    if not stats.get("events") and stats.get("frames"):
+        print(f"normalize: no event from {stats['frames']} frames: is this a recording of "
+              f"{args.exchange}? (ignored={stats.get('ignored', 0)}, "
+              f"deadletter={stats.get('deadletter', 0)})", file=sys.stderr)
     return 0
 
 
