@@ -164,17 +164,23 @@ def load_recording(exchange: str, paths: list[Path]) -> Recorded:
 
     Snapshots become changes against the book so far (levels missing from the snapshot are
     removed), so the venue's books follow the recording exactly. Several paths (e.g. one per
-    symbol) are merged by receive time.
+    symbol) are merged by receive time, each path's events kept in the handler's order: after
+    a REST snapshot (Binance) the handler emits the buffered updates that follow it, received
+    before it; sorted by their own receive time they went before the snapshot, whose change
+    (computed after them) then missed their new levels, left stale in the book: the simulated
+    BTC-USDT book crossed after 1,754 changes and stayed crossed.
     """
     items: list[tuple[int, int, Item]] = []
     for n, path in enumerate(paths):
         handler = HANDLERS[exchange]()
         books: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+        at = 0  # receive time, never going back within a path
         for i, ev in enumerate(normalize_frames(handler, read_frames(Path(path)))):
+            at = max(at, ev["rts"])
             t = ev.get("type")
             if t == "trade":
-                items.append((ev["rts"], n * 10**9 + i, Item("trade", ev["sym"], px=ev["px"],
-                                                             qty=ev["qty"], side=ev["side"])))
+                items.append((at, n * 10**9 + i, Item("trade", ev["sym"], px=ev["px"],
+                                                      qty=ev["qty"], side=ev["side"])))
             elif t == "book":
                 bids, asks = books.setdefault(ev["sym"], ({}, {}))
                 if ev["action"] == "snapshot":
@@ -188,8 +194,7 @@ def load_recording(exchange: str, paths: list[Path]) -> Recorded:
                     for p, q in lv:
                         ch.append([p, q])
                         side[p] = q
-                items.append((ev["rts"], n * 10**9 + i, Item("book", ev["sym"], bids=cb,
-                                                            asks=ca)))
+                items.append((at, n * 10**9 + i, Item("book", ev["sym"], bids=cb, asks=ca)))
     items.sort(key=lambda x: (x[0], x[1]))
     symbols = sorted({it.sym for _, _, it in items})
     return Recorded(exchange, symbols, [(rts, it) for rts, _, it in items])
