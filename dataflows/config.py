@@ -42,6 +42,13 @@ class CommonConfig:
     log_level: str = "INFO"
     kafka_output: bool = False  # also write the flow's records to Kafka
 
+    def __post_init__(self) -> None:
+        if self.start not in ("earliest", "latest") and not self.start.isdigit():
+            raise ValueError(f"start must be earliest, latest or ms since the epoch: "
+                             f"{self.start!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1: {self.batch_size}")
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
@@ -65,6 +72,13 @@ class CandleConfig(CommonConfig):
     emit_interval_ms: int = 1000
     fill_gaps: bool = True
     retention: int = 1440  # candles kept in Redis per symbol and interval
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from operators.candles import CandleParams  # checks the intervals, lateness, throttle
+
+        CandleParams(tuple(self.intervals), self.lateness_ms, self.emit_interval_ms,
+                     self.fill_gaps)
 
 
 @dataclass(frozen=True)
@@ -102,7 +116,10 @@ def from_env(cls: type[Any], env: typing.Mapping[str, str] | None = None, **over
             except ValueError as e:
                 raise SystemExit(f"invalid {name}: {e}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as e:  # a value of the right type that the flow cannot use
+        raise SystemExit(f"invalid configuration: {e}") from None
 
 
 def describe(cfg: Any) -> list[tuple[str, str, Any]]:

@@ -71,11 +71,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    for flow in FLOWS:
-        cfg = _flow_config(flow, argparse.Namespace())
+    from dataflows.ingest import IngestConfig
+
+    configs = [(flow, _flow_config(flow, argparse.Namespace())) for flow in FLOWS]
+    for flow, cfg in [*configs, ("ingest", cfgmod.from_env(IngestConfig))]:
         print(f"[{flow}]  ({type(cfg).__name__})")
         for name, env, value in cfgmod.describe(cfg):
-            print(f"  {name:<18} {env:<22} {value!r}")
+            note = (f"  (empty: marketdata-{flow})" if name == "group_id" and not value
+                    and flow in FLOWS else "")
+            print(f"  {name:<18} {env:<22} {value!r}{note}")
     return 0
 
 

@@ -431,3 +431,18 @@ def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
     params = CandleParams(emit_interval_ms=throttle)
     assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades,
                                     list(range(0, len(trades), 397)))
+
+
+def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
+    """``MD_*`` values of the right type that the flow would fail on later (a traceback in a
+    replay, a crash at start) are refused when the configuration is read, in one line."""
+    from dataflows.config import CandleConfig, TickerConfig, from_env
+
+    for env, message in [({"MD_INTERVALS": "1m,90s"}, "'90s' is not a whole number of minutes"),
+                         ({"MD_INTERVALS": "1m,60s"}, "duplicate candle intervals"),
+                         ({"MD_LATENESS_MS": "-1"}, "must not be negative"),
+                         ({"MD_START": "yesterday"}, "start must be earliest, latest or ms"),
+                         ({"MD_BATCH_SIZE": "0"}, "batch_size must be at least 1")]:
+        with pytest.raises(SystemExit, match=f"invalid configuration: .*{message}"):
+            from_env(CandleConfig, env)
+    assert from_env(TickerConfig, {"MD_START": "1700000000000"}).start == "1700000000000"
