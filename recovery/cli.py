@@ -72,7 +72,7 @@ def _info_json(info: stores.StoreInfo) -> dict[str, Any]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
-        info = stores.inspect(args.flow, _store(args))
+        info = stores.inspect(args.flow, _store(args), _topics(args.flow))
     except stores.StoreError as e:
         return _fail(str(e))
     if args.json:

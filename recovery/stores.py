@@ -326,10 +326,17 @@ def _offset(blob: bytes) -> int | None:
     return value if value is None or isinstance(value, int) else None
 
 
-def inspect(flow: str, d: str | Path) -> StoreInfo:
-    """:func:`read_store` with the flow's source offsets decoded, plus why it is unusable."""
+def inspect(flow: str, d: str | Path, topics: list[str] | None = None) -> StoreInfo:
+    """:func:`read_store` with the flow's source offsets decoded, plus why it is unusable;
+    with ``topics`` (what the flow would read now), also when its offsets are for others."""
     info = read_store(d, source_step(flow))
     _check_flow(flow, info)
+    stored = _topics(info.offsets)
+    if topics is not None and stored and stored != set(topics):
+        info.problems.append(
+            f"it holds Kafka offsets of topics {sorted(stored)}, but the flow now reads "
+            f"{sorted(set(topics))}: resuming would re-read or skip data (run with the original "
+            f"MD_TOPIC_PREFIX, or reset the store)")
     return info
 
 

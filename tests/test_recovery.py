@@ -324,6 +324,10 @@ def test_check_rejects_a_changed_topic_set(tmp_store: Any) -> None:
         stores.check("candles", d, ["x.trades"])
     with pytest.raises(stores.StoreError, match="now reads"):
         stores.check("candles", d, ["md.trades", "md.book"])
+    # and `recovery inspect` says the same as the flow would (it read MD_TOPIC_PREFIX)
+    assert stores.inspect("candles", d, ["md.trades"]).usable
+    info = stores.inspect("candles", d, ["x.trades"])
+    assert not info.usable and "now reads ['x.trades']" in info.problems[0]
 
 
 def test_check_rejects_a_missing_partition_file(tmp_store: Any) -> None:
