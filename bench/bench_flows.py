@@ -162,6 +162,7 @@ def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], uni
             took[c] = min(took[c], run_flow(flow, _env(prefix, cfg, MD_STOP_AT_END="1", **extra),
                                             processes, c))
             _check_complete(cfg, flow, want)
+    _forget(cfg, ex)  # the made-up exchange's records would stay in Redis (doctor, API)
     out = []
     for c in codes:
         net = took[c] - base[c]

@@ -23,8 +23,10 @@ __all__ = ["wait_until"]
 
 
 @pytest.fixture(scope="session")
-def stack() -> tuple[str, str]:
-    """``(bootstrap, redis_url)`` of a broker and a Redis that answer."""
+def stack() -> Iterator[tuple[str, str]]:
+    """``(bootstrap, redis_url)`` of a broker and a Redis that answer. The ``md:*`` keys the
+    tests wrote are deleted at the end (the doctor, the API and the dashboard would show their
+    made-up exchanges for ever; tests that need a clean Redis delete them at start too)."""
     cfg: CommonConfig = from_env(CommonConfig)
     bootstrap, url = cfg.kafka_bootstrap, cfg.redis_url
     if not (stack_mod.kafka_alive(bootstrap) and stack_mod.redis_alive(url)):
@@ -33,7 +35,11 @@ def stack() -> tuple[str, str]:
         pytest.fail(f"no Kafka broker answers at {bootstrap} (marketdata stack up)")
     if not stack_mod.redis_alive(url):
         pytest.fail(f"no Redis answers at {url} (marketdata stack up)")
-    return bootstrap, url
+    yield bootstrap, url
+    client = redis.Redis.from_url(url)
+    with contextlib.suppress(redis.RedisError):
+        delete_md_keys(client)
+    client.close()
 
 
 @pytest.fixture(scope="session")
