@@ -142,6 +142,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
         self._min_ts: int | None = None  # timestamp start: skip older messages until one is not
         self._latest = False
         self._offset: int | None = resume_state
+        self._read = 0  # messages handed to the flow
         cfg = _client_config(
             src._bootstrap,
             {
@@ -244,6 +245,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
                                                map(_SECOND, map(_TIMESTAMP, msgs)), strict=True)))
         else:
             out = self._each(msgs)
+        self._read += len(out)
         if self._offset is not None:
             high = self._consumer.get_watermark_offsets(
                 TopicPartition(self._topic, self._idx), cached=True)[1]
@@ -311,6 +313,8 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
                 self._consumer.commit(offsets=[tp], asynchronous=False)
             except KafkaException as e:
                 log.warning("kafka source %s: final offset commit failed: %s", self._part, e)
+        log.info("kafka source %s: %d messages read, next offset %s%s", self._part, self._read,
+                 "?" if off is None else off, " (end of partition)" if self._eof else "")
         self._consumer.close()
 
 
