@@ -212,7 +212,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="run the whole pipeline on recorded sessions",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
     p.add_argument("--speed", type=float, default=float(os.environ.get("MD_DEMO_SPEED", 1)),

@@ -675,7 +675,7 @@ def register(subparsers: Any) -> None:
     d = DoctorConfig()
     p = subparsers.add_parser(
         "doctor", help="find the failing layer: flows, Kafka, logs, feeds, Redis, recovery",
-        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        description=__doc__.split("\n\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.add_argument("-v", "--verbose", action="store_true", help="list every finding, not only "

@@ -58,7 +58,7 @@ def normalize_file(exchange: str, path: Path, out: IO[bytes]) -> dict[str, int]:
 def register(subparsers: Any) -> None:
     """Add the ``normalize`` sub-command to the ``marketdata`` CLI."""
     p = subparsers.add_parser("normalize", help="normalize a recorded exchange session",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("exchange", choices=sorted(HANDLERS), help="exchange of the recording")
     p.add_argument("--input", required=True, action="append", type=Path,
                    help="recording (repeat for a session split over several files)")

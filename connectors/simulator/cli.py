@@ -40,7 +40,7 @@ def parse_faults(text: str) -> dict[str, float]:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("simulate", help="serve simulated exchange feeds on 127.0.0.1",
-                              description=__doc__.splitlines()[0])
+                              description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--exchanges", help=f"default: all ({', '.join(simulator.VENUES)})")
