@@ -50,6 +50,7 @@ __all__ = [
     "ensure_topics",
     "event_key",
     "parse_part",
+    "parse_start",
     "partition_lag",
     "produce_lines",
 ]
@@ -97,7 +98,7 @@ def parse_part(part: str) -> tuple[str, int]:
     return topic, int(idx)
 
 
-def _parse_start(start: str) -> int | None:
+def parse_start(start: str) -> int | None:
     """``None`` for earliest, ``-1`` for latest, else a timestamp in ms; rejects anything else."""
     if start == "earliest":
         return None
@@ -162,7 +163,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
         if resume_state is not None:
             start = resume_state
         else:
-            start = self._resolve_start(_parse_start(src._start))
+            start = self._resolve_start(parse_start(src._start))
         self._consumer.assign([TopicPartition(topic, idx, start)])
 
     def _resolve_start(self, start: int | None) -> int:
@@ -344,7 +345,7 @@ class KafkaSource(FixedPartitionedSource[Message, int | None]):
             raise TypeError("topics must be a list of topic names, not a string")
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        _parse_start(start)
+        parse_start(start)
         self._bootstrap = bootstrap
         self._topics = list(topics)
         self._start = start

@@ -43,9 +43,9 @@ class CommonConfig:
     kafka_output: bool = False  # also write the flow's records to Kafka
 
     def __post_init__(self) -> None:
-        if self.start not in ("earliest", "latest") and not self.start.isdigit():
-            raise ValueError(f"start must be earliest, latest or ms since the epoch: "
-                             f"{self.start!r}")
+        from connectors.kafka import parse_start  # the source's own check
+
+        parse_start(self.start)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1: {self.batch_size}")
 
