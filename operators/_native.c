@@ -12,12 +12,15 @@
  * fmt prints exact units as a decimal string (operators.fixed.fmt): every candle and ticker
  * record prints two to four of them, and the Python version was a tenth of the candle operator.
  * scan_ids tells whether a run of trade ids is rising (then none can be a duplicate: the ticker
- * skips its dictionary of recent ids, a quarter of its flow's time, for such runs).
+ * skips its dictionary of recent ids, a quarter of its flow's time, for such runs). set_levels
+ * applies a depth update's levels to one side of an order book; kraken_crc and okx_crc are those
+ * exchanges' book checksums.
  * tests/test_native.py checks each equals its pure-Python reference on generated input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <limits.h>
+#include <stdint.h>
 #include <string.h>
 
 static PyObject *s_buy, *s_sell, *zero;
@@ -539,6 +542,227 @@ static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return Py_BuildValue("(OL)", fresh ? Py_True : Py_False, top);
 }
 
+/* set_levels(levels, head, edge, bid, changes): the hot loop of every depth update,
+ * operators.orderbook._Side.set (_set_levels_py there is the reference). levels: price units ->
+ * (px, qty); head: ascending list of the keys on the good side of edge ((key <= edge) != bid);
+ * changes: (key, px, qty units, qty) tuples. A quantity of zero removes the level. Was a quarter
+ * of normalizing a Binance depth stream in Python. Keys must be exact ints (book_levels' are):
+ * comparing them then runs no Python code, so the lists cannot change under the loop. */
+static int in_head(PyObject *key, PyObject *edge, int bid)
+{
+    int le = PyObject_RichCompareBool(key, edge, Py_LE);
+    return le < 0 ? -1 : le != bid;
+}
+
+/* bisect.bisect_right (right) or bisect_left of key in the ascending list a; -1 on error. */
+static Py_ssize_t bisect_key(PyObject *a, PyObject *key, int right)
+{
+    Py_ssize_t lo = 0, hi = PyList_GET_SIZE(a);
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(a, mid));
+        int lt = right ? PyObject_RichCompareBool(key, item, Py_LT)
+                       : PyObject_RichCompareBool(item, key, Py_LT);
+        Py_DECREF(item);
+        if (lt < 0)
+            return -1;
+        if (right ? lt : !lt)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+static int set_level(PyObject *d, PyObject *head, PyObject *edge, int bid, PyObject *lv)
+{
+    if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 4 ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(lv, 0))) {
+        PyErr_SetString(PyExc_TypeError, "a level is a (int key, px, qty units, qty) tuple");
+        return -1;
+    }
+    PyObject *key = PyTuple_GET_ITEM(lv, 0);
+    int nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2));
+    int has = nonzero < 0 ? -1 : PyDict_Contains(d, key);
+    if (has < 0)
+        return -1;
+    if (!nonzero && !has)
+        return 0;
+    int in = (nonzero && has) ? 0 : in_head(key, edge, bid);
+    if (in < 0)
+        return -1;
+    if (!nonzero) {
+        if (PyDict_DelItem(d, key) < 0)
+            return -1;
+        if (in) {
+            Py_ssize_t i = bisect_key(head, key, 0);
+            if (i < 0 || PySequence_DelItem(head, i) < 0)
+                return -1;
+        }
+        return 0;
+    }
+    if (in) {
+        Py_ssize_t i = bisect_key(head, key, 1);
+        if (i < 0 || PyList_Insert(head, i, key) < 0)
+            return -1;
+    }
+    PyObject *v = PyTuple_Pack(2, PyTuple_GET_ITEM(lv, 1), PyTuple_GET_ITEM(lv, 3));
+    if (v == NULL)
+        return -1;
+    int r = PyDict_SetItem(d, key, v);
+    Py_DECREF(v);
+    return r;
+}
+
+static PyObject *set_levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyLong_CheckExact(args[2]) || !PyList_CheckExact(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "set_levels(levels: dict, head: list, edge: int, bid, changes: list)");
+        return NULL;
+    }
+    int bid = PyObject_IsTrue(args[3]);
+    if (bid < 0)
+        return NULL;
+    PyObject *changes = args[4];
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(changes); i++) {
+        PyObject *lv = Py_NewRef(PyList_GET_ITEM(changes, i));
+        int r = set_level(args[0], args[1], args[2], bid, lv);
+        Py_DECREF(lv);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(set_levels_doc, "set_levels(levels, head, edge, bid, changes) -> None: see "
+                             "operators/orderbook.py (_set_levels_py).");
+
+/* Book checksums of Kraken and OKX, verified after every update of those feeds: the join of
+ * 20 or 50 strings and a CRC32 were most of a Kraken frame's time in Python. The CRC runs over
+ * the strings as they are read (no text is built). The references are the Python functions in
+ * connectors/exchanges (kraken_checksum_py, okx_checksum_py); anything not plainly a list of
+ * (px, qty) pairs of ASCII strings returns None and the caller takes them. */
+static uint32_t crc_table[256];
+
+static void crc_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+static inline uint32_t crc_byte(uint32_t crc, unsigned char b)
+{
+    return crc_table[(crc ^ b) & 0xff] ^ (crc >> 8);
+}
+
+/* Level i of the list or tuple seq as two ASCII strings; 0 if it is not such a level. */
+static int level_pair(PyObject *seq, Py_ssize_t i, PyObject **px, PyObject **qty)
+{
+    PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
+    if (PyTuple_CheckExact(lv) && PyTuple_GET_SIZE(lv) == 2) {
+        *px = PyTuple_GET_ITEM(lv, 0);
+        *qty = PyTuple_GET_ITEM(lv, 1);
+    } else if (PyList_CheckExact(lv) && PyList_GET_SIZE(lv) == 2) {
+        *px = PyList_GET_ITEM(lv, 0);
+        *qty = PyList_GET_ITEM(lv, 1);
+    } else {
+        return 0;
+    }
+    return PyUnicode_CheckExact(*px) && PyUnicode_IS_COMPACT_ASCII(*px) &&
+           PyUnicode_CheckExact(*qty) && PyUnicode_IS_COMPACT_ASCII(*qty);
+}
+
+static int is_levels(PyObject *seq)
+{
+    return PyList_CheckExact(seq) || PyTuple_CheckExact(seq);
+}
+
+/* Kraken's fragment of a decimal: its digits without the point, leading zeros dropped. */
+static uint32_t crc_digits(uint32_t crc, PyObject *text)
+{
+    const char *d = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    int lead = 1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (d[i] == '.' || (lead && d[i] == '0'))
+            continue;
+        lead = 0;
+        crc = crc_byte(crc, (unsigned char)d[i]);
+    }
+    return crc;
+}
+
+static uint32_t crc_text(uint32_t crc, PyObject *text)
+{
+    const char *d = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    for (Py_ssize_t i = 0; i < n; i++)
+        crc = crc_byte(crc, (unsigned char)d[i]);
+    return crc;
+}
+
+/* kraken_crc(asks, bids): unsigned CRC32 of the top 10 asks then the top 10 bids. */
+static PyObject *kraken_crc(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "kraken_crc(asks, bids)");
+        return NULL;
+    }
+    uint32_t crc = 0xFFFFFFFFu;
+    for (int side = 0; side < 2; side++) {
+        PyObject *seq = args[side], *px, *qty;
+        if (!is_levels(seq))
+            Py_RETURN_NONE;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+        for (Py_ssize_t i = 0; i < n && i < 10; i++) {
+            if (!level_pair(seq, i, &px, &qty))
+                Py_RETURN_NONE;
+            crc = crc_digits(crc_digits(crc, px), qty);
+        }
+    }
+    return PyLong_FromUnsignedLong(crc ^ 0xFFFFFFFFu);
+}
+
+/* okx_crc(bids, asks): signed CRC32 of the top 25 bids and asks interleaved, ':'-joined. */
+static PyObject *okx_crc(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "okx_crc(bids, asks)");
+        return NULL;
+    }
+    if (!is_levels(args[0]) || !is_levels(args[1]))
+        Py_RETURN_NONE;
+    uint32_t crc = 0xFFFFFFFFu;
+    int first = 1;
+    for (Py_ssize_t i = 0; i < 25; i++) {
+        for (int side = 0; side < 2; side++) {
+            PyObject *seq = args[side], *px, *qty;
+            if (i >= PySequence_Fast_GET_SIZE(seq))
+                continue;
+            if (!level_pair(seq, i, &px, &qty))
+                Py_RETURN_NONE;
+            if (!first)
+                crc = crc_byte(crc, ':');
+            crc = crc_byte(crc_text(crc, px), ':');
+            crc = crc_text(crc, qty);
+            first = 0;
+        }
+    }
+    crc ^= 0xFFFFFFFFu;
+    return PyLong_FromLong(crc & 0x80000000u ? (long)crc - 0x100000000L : (long)crc);
+}
+
+PyDoc_STRVAR(kraken_crc_doc, "kraken_crc(asks, bids) -> int | None: see "
+                             "connectors/exchanges/kraken.py (kraken_checksum).");
+PyDoc_STRVAR(okx_crc_doc, "okx_crc(bids, asks) -> int | None: see "
+                          "connectors/exchanges/okx.py (okx_checksum).");
+
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
 
@@ -550,6 +774,9 @@ static PyMethodDef methods[] = {
     {"set_fmt_fallback", set_fmt_fallback, METH_O, "The Python fmt, for the uncommon cases."},
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},
     {"book_levels", (PyCFunction)(void (*)(void))book_levels, METH_FASTCALL, book_levels_doc},
+    {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL, set_levels_doc},
+    {"kraken_crc", (PyCFunction)(void (*)(void))kraken_crc, METH_FASTCALL, kraken_crc_doc},
+    {"okx_crc", (PyCFunction)(void (*)(void))okx_crc, METH_FASTCALL, okx_crc_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -560,6 +787,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__native(void)
 {
+    crc_init();
     s_buy = PyUnicode_InternFromString("buy");
     s_sell = PyUnicode_InternFromString("sell");
     zero = PyLong_FromLong(0);

@@ -2,16 +2,20 @@
 
 ``decode_trades`` must give the same ``TradeBatch`` columns, or the same refusal (``None``), for
 any group of values: canonical trades, near misses one byte away, and edge values of every field;
-``book_levels`` the same levels, or ``None``, for any JSON value.
+``book_levels`` the same levels, or ``None``, for any JSON value; ``set_levels`` the same book;
+the Kraken and OKX checksums the same numbers.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connectors.exchanges.kraken import kraken_checksum, kraken_checksum_py
+from connectors.exchanges.okx import okx_checksum, okx_checksum_py
 from operators import events
 from operators.events import (
     _PARSED,
@@ -23,6 +27,7 @@ from operators.events import (
     encode,
 )
 from operators.fixed import fmt, fmt_py
+from operators.orderbook import _set_levels, _set_levels_py
 from operators.ticker import _scan_ids, _scan_ids_py
 
 EX, SYM = "binance", "ETH-USDT"
@@ -228,6 +233,56 @@ def test_compiled_scan_ids_equals_the_python_one(ids: list[str], start: int, sto
                                                  floor: int) -> None:
     assert _scan_ids is events._native.scan_ids
     assert _scan_ids(ids, start, stop, floor) == _scan_ids_py(ids, start, stop, floor)
+
+
+_keys = st.integers(1, 40).map(lambda k: k * 10**18 if k % 3 else k * 10**21)  # beyond 64 bits
+_changes = st.lists(st.lists(st.tuples(_keys, st.sampled_from([0, 0, 1, 2, 10**30]))), max_size=8)
+
+
+@given(st.dictionaries(_keys, st.just(("p", "q"))), _keys, st.booleans(), _changes)
+@settings(max_examples=1000, deadline=None)
+def test_compiled_set_levels_equals_the_python_loop(start: dict[int, tuple[str, str]], edge: int,
+                                                    bid: bool,
+                                                    batches: list[list[tuple[int, int]]]) -> None:
+    """Levels set, replaced and removed (zero), with the head of either side kept sorted, for
+    any edge and starting book; keys beyond 64 bits, as prices in units are."""
+    assert _set_levels is events._native.set_levels
+    books = []
+    for f in (_set_levels, _set_levels_py):
+        d = dict(start)
+        head = sorted(k for k in d if (k <= edge) != bid)
+        for batch in batches:
+            f(d, head, edge, bid, [(k, f"p{k}", q, f"q{q}") for k, q in batch])
+            assert head == sorted(k for k in d if (k <= edge) != bid)
+        books.append((d, head))
+    assert books[0] == books[1]
+
+
+def test_compiled_set_levels_refuses_what_is_not_a_level() -> None:
+    for bad in ([(1, "p", 1)], [[1, "p", 1, "q"]], [("1", "p", 1, "q")], [(1.0, "p", 1, "q")]):
+        with pytest.raises(TypeError):
+            events._native.set_levels({}, [], 0, True, bad)
+    with pytest.raises(TypeError):
+        events._native.set_levels({}, [], 0, True, ())  # changes must be a list
+
+
+_text = st.one_of(st.from_regex(r"0*[0-9]{0,6}(\.[0-9]{0,10})?", fullmatch=True),
+                  st.text(max_size=6))  # non-ASCII too: the reference takes those
+_level = st.one_of(st.tuples(_text, _text), st.lists(_text, min_size=2, max_size=2),
+                   st.lists(_text, max_size=3).map(tuple))
+_side = st.lists(_level, max_size=12)
+
+
+@given(_side, _side, st.integers(0, 30))
+@settings(max_examples=500, deadline=None)
+def test_compiled_checksums_equal_the_python_ones(first: list[Any], second: list[Any],
+                                                  n: int) -> None:
+    assert _outcome(kraken_checksum, first, second) == _outcome(kraken_checksum_py, first,
+                                                                  second)
+    assert _outcome(okx_checksum, first, second) == _outcome(okx_checksum_py, first, second)
+    plain = [(str(i), f"0.{i}0") for i in range(n)]  # what Book.top returns (past the caps)
+    assert events._native.kraken_crc(plain, plain) == kraken_checksum_py(plain, plain)
+    assert events._native.okx_crc(plain, plain) == okx_checksum_py(plain, plain)
 
 
 def test_the_bench_command_runs_from_anywhere(tmp_path: Any) -> None:

@@ -27,10 +27,10 @@ from typing import Any
 import orjson
 
 from connectors.exchanges.base import Handler, iso_to_ms, sec_to_ms
-from operators.events import Memo
+from operators.events import Memo, _native
 
 __all__ = ["KrakenHandler", "KrakenV2Handler", "at_precision", "kraken_checksum",
-           "kraken_v2_checksum", "plain", "v2_loads"]
+           "kraken_checksum_py", "kraken_v2_checksum", "plain", "v2_loads"]
 
 _ASSETS = {"XBT": "BTC", "XDG": "DOGE"}
 
@@ -53,9 +53,16 @@ _FRAGMENT = Memo(lambda lv: _digits(lv[0]) + _digits(lv[1]))
 def kraken_checksum(asks: list[tuple[str, str]], bids: list[tuple[str, str]]) -> int:
     """CRC32 (unsigned) of the top 10 asks then bids, as Kraken v1 computes it.
 
-    Levels are ``(px, qty)`` tuples as :meth:`Book.top` returns them (``[px, qty]`` lists work,
-    slower: they are keyed as tuples).
+    Levels are ``(px, qty)`` tuples as :meth:`Book.top` returns them, or ``[px, qty]`` lists.
+    Computed in C where built (verified after every update: the Python join was a quarter of a
+    frame's time); :func:`kraken_checksum_py` is the reference, and takes what C does not.
     """
+    crc = None if _native is None else _native.kraken_crc(asks, bids)
+    return kraken_checksum_py(asks, bids) if crc is None else crc
+
+
+def kraken_checksum_py(asks: list[tuple[str, str]], bids: list[tuple[str, str]]) -> int:
+    """:func:`kraken_checksum` in Python (``[px, qty]`` lists are slower: keyed as tuples)."""
     top, frag = asks[:10] + bids[:10], _FRAGMENT
     try:
         return zlib.crc32(b"".join([frag[lv] for lv in top]))

@@ -20,12 +20,23 @@ from typing import Any
 import orjson
 
 from connectors.exchanges.base import Handler, crc32_signed, to_symbol
+from operators.events import _native
 
-__all__ = ["OkxHandler", "okx_checksum"]
+__all__ = ["OkxHandler", "okx_checksum", "okx_checksum_py"]
 
 
 def okx_checksum(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
-    """OKX's signed CRC32 of the top 25 levels, bids and asks interleaved."""
+    """OKX's signed CRC32 of the top 25 levels, bids and asks interleaved.
+
+    In C where built (verified after every update); :func:`okx_checksum_py` is the reference,
+    and takes what C does not (levels that are not ``(px, qty)`` pairs of ASCII strings).
+    """
+    crc = None if _native is None else _native.okx_crc(bids, asks)
+    return okx_checksum_py(bids, asks) if crc is None else crc
+
+
+def okx_checksum_py(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]) -> int:
+    """:func:`okx_checksum` in Python."""
     parts: list[str] = []
     for i in range(25):
         if i < len(bids):
