@@ -1,5 +1,6 @@
-/* Optional compiled scanners of canonical events (operators/events.py: decode_trades and
- * book_levels).
+/* Optional compiled hot loops: scanners of canonical events (operators/events.py: decode_trades
+ * and book_levels), and a few loops that profiles put at the top (fmt, scan_ids, set_levels,
+ * kraken_crc, okx_crc). Each has a pure-Python reference that stays the fallback.
  *
  * Why C: decoding a group of canonical trade messages into columns was ~1 us of Python per trade
  * (regex scan, str -> int, zip), a quarter of the candle and ticker flows' time. This module does
@@ -566,6 +567,10 @@ static Py_ssize_t bisect_key(PyObject *a, PyObject *key, int right)
         Py_DECREF(item);
         if (lt < 0)
             return -1;
+        if (hi > PyList_GET_SIZE(a)) { /* a comparison changed the list: only odd int types can */
+            PyErr_SetString(PyExc_RuntimeError, "set_levels: the head changed during a bisect");
+            return -1;
+        }
         if (right ? lt : !lt)
             hi = mid;
         else
@@ -622,9 +627,11 @@ static PyObject *set_levels(PyObject *self, PyObject *const *args, Py_ssize_t na
                         "set_levels(levels: dict, head: list, edge: int, bid, changes: list)");
         return NULL;
     }
-    int bid = PyObject_IsTrue(args[3]);
-    if (bid < 0)
+    if (!PyBool_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "set_levels: bid must be a bool");
         return NULL;
+    }
+    int bid = args[3] == Py_True;
     PyObject *changes = args[4];
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(changes); i++) {
         PyObject *lv = Py_NewRef(PyList_GET_ITEM(changes, i));
@@ -714,6 +721,8 @@ static PyObject *kraken_crc(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "kraken_crc(asks, bids)");
         return NULL;
     }
+    if (Py_TYPE(args[0]) != Py_TYPE(args[1]))
+        Py_RETURN_NONE; /* a list and a tuple: the reference's asks[:10] + bids[:10] raises */
     uint32_t crc = 0xFFFFFFFFu;
     for (int side = 0; side < 2; side++) {
         PyObject *seq = args[side], *px, *qty;
@@ -755,7 +764,8 @@ static PyObject *okx_crc(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         }
     }
     crc ^= 0xFFFFFFFFu;
-    return PyLong_FromLong(crc & 0x80000000u ? (long)crc - 0x100000000L : (long)crc);
+    return PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
+                                                 : (long long)crc);
 }
 
 PyDoc_STRVAR(kraken_crc_doc, "kraken_crc(asks, bids) -> int | None: see "
@@ -782,7 +792,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "operators._native",
-    "Compiled scanners of canonical events (see operators/events.py).", -1, methods,
+    "Compiled hot loops of the pipeline (see the comment at the top of _native.c).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__native(void)

@@ -264,6 +264,25 @@ def test_compiled_set_levels_refuses_what_is_not_a_level() -> None:
             events._native.set_levels({}, [], 0, True, bad)
     with pytest.raises(TypeError):
         events._native.set_levels({}, [], 0, True, ())  # changes must be a list
+    with pytest.raises(TypeError):
+        events._native.set_levels({}, [], 0, 1, [])  # bid must be a bool
+
+
+def test_compiled_set_levels_survives_a_head_that_changes_under_it() -> None:
+    """Only exact ints reach the head from the book, but an int subclass whose comparison
+    empties the list must give an error, not a read past its end (a segfault, found in review)."""
+    head: list[int] = []
+
+    class Shrinking(int):
+        def __lt__(self, other: object) -> bool:
+            head.clear()
+            return int.__lt__(self, other)  # type: ignore[operator]
+
+        __hash__ = int.__hash__
+
+    head[:] = [Shrinking(i) for i in range(0, 4000, 2)]
+    with pytest.raises(RuntimeError):
+        events._native.set_levels({1001: ("p", "q")}, head, 10**9, False, [(1001, "p", 0, "q")])
 
 
 _text = st.one_of(st.from_regex(r"0*[0-9]{0,6}(\.[0-9]{0,10})?", fullmatch=True),
@@ -280,6 +299,8 @@ def test_compiled_checksums_equal_the_python_ones(first: list[Any], second: list
     assert _outcome(kraken_checksum, first, second) == _outcome(kraken_checksum_py, first,
                                                                   second)
     assert _outcome(okx_checksum, first, second) == _outcome(okx_checksum_py, first, second)
+    mixed = (first, tuple(second))  # a list and a tuple: the reference raises, so must C's path
+    assert _outcome(kraken_checksum, *mixed) == _outcome(kraken_checksum_py, *mixed)
     plain = [(str(i), f"0.{i}0") for i in range(n)]  # what Book.top returns (past the caps)
     assert events._native.kraken_crc(plain, plain) == kraken_checksum_py(plain, plain)
     assert events._native.okx_crc(plain, plain) == okx_checksum_py(plain, plain)

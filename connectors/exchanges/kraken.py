@@ -18,6 +18,7 @@ pair's precision so that the checksum (also on snapshots) reproduces exactly.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zlib
@@ -35,8 +36,9 @@ __all__ = ["KrakenHandler", "KrakenV2Handler", "at_precision", "kraken_checksum"
 _ASSETS = {"XBT": "BTC", "XDG": "DOGE"}
 
 
+@functools.lru_cache(maxsize=4096)
 def kraken_symbol(pair: str) -> str:
-    """``XBT/USD`` -> ``BTC-USD``."""
+    """``XBT/USD`` -> ``BTC-USD`` (cached: every frame names its pair)."""
     base, _, quote = pair.upper().partition("/")
     return f"{_ASSETS.get(base, base)}-{_ASSETS.get(quote, quote)}"
 
