@@ -62,6 +62,12 @@ class BookConfig(CommonConfig):
     max_levels: int = 0  # 0: keep every level
     grouping: str = ""  # e.g. "binance:BTC-USDT=10,ETH-USDT=0.5": bucket size per key or symbol
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from operators.orderbook import BookParams  # checks depth, throttle, max_levels
+
+        BookParams(self.depth, self.emit_interval_ms, self.max_levels)
+
 
 @dataclass(frozen=True)
 class CandleConfig(CommonConfig):
@@ -86,6 +92,12 @@ class TickerConfig(CommonConfig):
     """The ticker flow (``dataflows.ticker``)."""
 
     emit_interval_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from operators.ticker import TickerParams  # checks the throttle
+
+        TickerParams(self.emit_interval_ms)
 
 
 def _convert(value: str, kind: Any) -> Any:

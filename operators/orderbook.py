@@ -377,6 +377,12 @@ class BookParams:
     max_levels: int = 0
     grouping: str = ""  # bucket size, "" for none
 
+    def __post_init__(self) -> None:
+        if self.depth < 1:
+            raise ValueError(f"depth must be at least 1: {self.depth}")
+        if self.emit_interval_ms < 0 or self.max_levels < 0:
+            raise ValueError("emit_interval_ms and max_levels must not be negative")
+
 
 class BookState:
     """Per-symbol state of the order book flow: book, emission timer, counters."""

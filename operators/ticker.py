@@ -96,8 +96,10 @@ class TickerParams:
     dedup_ms: int = 600_000
 
     def __post_init__(self) -> None:
-        if self.emit_interval_ms < 0 or self.dedup_ms < 0:
-            raise ValueError("emit_interval_ms and dedup_ms must not be negative")
+        if self.emit_interval_ms < 0:
+            raise ValueError(f"emit_interval_ms must not be negative: {self.emit_interval_ms}")
+        if self.dedup_ms < 0:
+            raise ValueError(f"dedup_ms must not be negative: {self.dedup_ms}")
 
 
 def _scan_ids_py(ids: list[str], start: int, stop: int, floor: int) -> tuple[bool, int]:

@@ -436,7 +436,7 @@ def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
 def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
     """``MD_*`` values of the right type that the flow would fail on later (a traceback in a
     replay, a crash at start) are refused when the configuration is read, in one line."""
-    from dataflows.config import CandleConfig, TickerConfig, from_env
+    from dataflows.config import BookConfig, CandleConfig, TickerConfig, from_env
 
     for env, message in [({"MD_INTERVALS": "1m,90s"}, "'90s' is not a whole number of minutes"),
                          ({"MD_INTERVALS": "1m,60s"}, "duplicate candle intervals"),
@@ -446,3 +446,11 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
         with pytest.raises(SystemExit, match=f"invalid configuration: .*{message}"):
             from_env(CandleConfig, env)
     assert from_env(TickerConfig, {"MD_START": "1700000000000"}).start == "1700000000000"
+    # the other flows' own settings: a depth of 0 printed every bid and no ask
+    for cls, env, message in [
+            (BookConfig, {"MD_DEPTH": "0"}, "depth must be at least 1"),
+            (BookConfig, {"MD_MAX_LEVELS": "-1"}, "max_levels must not be negative"),
+            (BookConfig, {"MD_EMIT_INTERVAL_MS": "-1"}, "emit_interval_ms .*must not be negative"),
+            (TickerConfig, {"MD_EMIT_INTERVAL_MS": "-1"}, "emit_interval_ms must not be negative")]:
+        with pytest.raises(SystemExit, match=f"invalid configuration: .*{message}"):
+            from_env(cls, env)
