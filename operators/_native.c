@@ -1,6 +1,6 @@
 /* Optional compiled hot loops: scanners of canonical events (operators/events.py: decode_trades
  * and book_levels), and a few loops that profiles put at the top (fmt, scan_ids, set_levels,
- * kraken_crc, okx_crc). Each has a pure-Python reference that stays the fallback.
+ * side_top, kraken_crc, okx_crc). Each has a pure-Python reference that stays the fallback.
  *
  * Why C: decoding a group of canonical trade messages into columns was ~1 us of Python per trade
  * (regex scan, str -> int, zip), a quarter of the candle and ticker flows' time. This module does
@@ -643,6 +643,47 @@ static PyObject *set_levels(PyObject *self, PyObject *const *args, Py_ssize_t na
     Py_RETURN_NONE;
 }
 
+/* side_top(levels, head, n, bid): the values of the best n keys of head, best first (bids:
+ * its last n, asks: its first n), operators.orderbook._Side.top (_side_top_py is the
+ * reference): every book record and checksum reads the top of a book. */
+static PyObject *side_top(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyDict_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyBool_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "side_top(levels: dict, head: list, n: int, bid: bool)");
+        return NULL;
+    }
+    PyObject *d = args[0], *head = args[1];
+    int bid = args[3] == Py_True;
+    Py_ssize_t n = PyLong_AsSsize_t(args[2]), size = PyList_GET_SIZE(head);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    n = n < 0 ? 0 : (n > size ? size : n);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = Py_NewRef(PyList_GET_ITEM(head, bid ? size - 1 - i : i));
+        PyObject *v = PyDict_GetItemWithError(d, key); /* borrowed */
+        if (v == NULL && !PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, key);
+        Py_DECREF(key);
+        if (v != NULL && PyList_GET_SIZE(head) != size) { /* only odd key types can do that */
+            v = NULL;
+            PyErr_SetString(PyExc_RuntimeError, "side_top: the head changed during a lookup");
+        }
+        if (v == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, Py_NewRef(v));
+    }
+    return out;
+}
+
+PyDoc_STRVAR(side_top_doc, "side_top(levels, head, n, bid) -> list: see "
+                           "operators/orderbook.py (_side_top_py).");
+
 PyDoc_STRVAR(set_levels_doc, "set_levels(levels, head, edge, bid, changes) -> None: see "
                              "operators/orderbook.py (_set_levels_py).");
 
@@ -785,6 +826,7 @@ static PyMethodDef methods[] = {
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},
     {"book_levels", (PyCFunction)(void (*)(void))book_levels, METH_FASTCALL, book_levels_doc},
     {"set_levels", (PyCFunction)(void (*)(void))set_levels, METH_FASTCALL, set_levels_doc},
+    {"side_top", (PyCFunction)(void (*)(void))side_top, METH_FASTCALL, side_top_doc},
     {"kraken_crc", (PyCFunction)(void (*)(void))kraken_crc, METH_FASTCALL, kraken_crc_doc},
     {"okx_crc", (PyCFunction)(void (*)(void))okx_crc, METH_FASTCALL, okx_crc_doc},
     {NULL, NULL, 0, NULL},

@@ -66,9 +66,17 @@ def _set_levels_py(d: dict[int, tuple[str, str]], head: list[int], edge: int, bi
                 del head[bisect_left(head, key)]
 
 
-# The same loop compiled where built (operators/_native.c): a quarter of normalizing a depth
-# stream in Python; tests/test_native.py checks they agree.
+def _side_top_py(d: dict[int, tuple[str, str]], head: list[int], n: int,
+                 bid: bool) -> list[tuple[str, str]]:
+    """:meth:`_Side.top` once the head holds enough keys: the values of its best ``n``."""
+    n = max(0, min(n, len(head)))
+    return [d[k] for k in (head[len(head) - n:][::-1] if bid else head[:n])]
+
+
+# The same loops compiled where built (operators/_native.c): the first was a quarter of
+# normalizing a depth stream in Python; tests/test_native.py checks they agree.
 _set_levels = _set_levels_py if _native is None else _native.set_levels
+_side_top = _side_top_py if _native is None else _native.side_top
 
 
 def _own(text: str) -> tuple[int, int]:
@@ -162,6 +170,8 @@ class _Side:
         if len(self.head) < n and len(self.head) < len(self.levels):
             self._refill(n)
         head = self.head
+        if n <= 0:  # head[-0:] would be all of it
+            return []
         if self.bid:
             keys = head[-n:]
             keys.reverse()
@@ -169,7 +179,9 @@ class _Side:
         return head[:n]
 
     def top(self, n: int) -> list[tuple[str, str]]:
-        return list(map(self.levels.__getitem__, self.best_keys(n)))
+        if len(self.head) < n and len(self.head) < len(self.levels):
+            self._refill(n)
+        return _side_top(self.levels, self.head, n, self.bid)
 
     def walk(self) -> Iterator[int]:
         """Keys best first, sorting only as far as the caller reads."""

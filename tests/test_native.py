@@ -27,7 +27,7 @@ from operators.events import (
     encode,
 )
 from operators.fixed import fmt, fmt_py
-from operators.orderbook import _set_levels, _set_levels_py
+from operators.orderbook import _set_levels, _set_levels_py, _side_top, _side_top_py
 from operators.ticker import _scan_ids, _scan_ids_py
 
 EX, SYM = "binance", "ETH-USDT"
@@ -256,6 +256,17 @@ def test_compiled_set_levels_equals_the_python_loop(start: dict[int, tuple[str, 
             assert head == sorted(k for k in d if (k <= edge) != bid)
         books.append((d, head))
     assert books[0] == books[1]
+
+
+@given(st.lists(_keys, unique=True), st.integers(-2, 45), st.booleans())
+@settings(max_examples=500, deadline=None)
+def test_compiled_side_top_equals_the_python_one(keys: list[int], n: int, bid: bool) -> None:
+    head = sorted(keys)
+    d = {k: (f"p{k}", "q") for k in keys}
+    assert _side_top is events._native.side_top
+    assert _side_top(d, head, n, bid) == _side_top_py(d, head, n, bid)
+    with pytest.raises(KeyError):
+        _side_top({}, [5], 1, bid)
 
 
 def test_compiled_set_levels_refuses_what_is_not_a_level() -> None:
