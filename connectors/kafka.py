@@ -356,8 +356,14 @@ class KafkaSource(FixedPartitionedSource[Message, int | None]):
         self._fail_after_s = fail_after_s
 
     def list_parts(self) -> list[str]:
-        """Every partition of every topic, e.g. ``md.book#0``; fails if a topic is missing."""
-        admin = AdminClient(_client_config(self._bootstrap, self._config))
+        """Every partition of every topic, e.g. ``md.book#0``; fails if a topic is missing.
+
+        Never creates one: an admin client's metadata request asks the broker to auto-create
+        the topic by default, and a mistyped ``MD_TOPIC_PREFIX`` then ran a flow on a new empty
+        topic in silence (exit 0 with ``MD_STOP_AT_END``, waiting forever without).
+        """
+        admin = AdminClient(_client_config(self._bootstrap, {**self._config,
+                                                              "allow.auto.create.topics": False}))
         parts: list[str] = []
         for topic in self._topics:
             try:
@@ -368,7 +374,11 @@ class KafkaSource(FixedPartitionedSource[Message, int | None]):
                 ) from e
             tmd = md.topics.get(topic)
             if tmd is None or tmd.error is not None or not tmd.partitions:
-                err = tmd.error if tmd is not None else "not found"
+                err = tmd.error if tmd is not None else None
+                if err is None or err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise RuntimeError(
+                        f"Kafka topic {topic!r} does not exist at {self._bootstrap}: check "
+                        "MD_TOPIC_PREFIX, or create the topics (`marketdata stack up` does)")
                 raise RuntimeError(f"Kafka topic {topic!r} unavailable: {err}")
             parts.extend(f"{topic}#{i}" for i in sorted(tmd.partitions))
         return parts

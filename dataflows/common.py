@@ -297,6 +297,10 @@ def live_flow(name: str, cfg: Any, topic: str, kind: EventType,
     store = active_store(sys.argv, os.environ)
     if store is not None:  # fail at start, in one paragraph, on a store this flow cannot resume
         check_or_exit(name, store, [cfg.topic(topic)])
+    try:  # and in one line on a topic that does not exist (a mistyped prefix) or no broker
+        source.list_parts()
+    except RuntimeError as e:
+        raise SystemExit(f"error: the {name} flow cannot start: {e}") from None
     extra: list[DynamicSink[dict[str, Any]]] = []
     if cfg.kafka_output:
         extra.append(RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic(output_topic)))

@@ -198,3 +198,23 @@ def test_bytewax_run_refuses_a_broken_store_in_one_paragraph(tmp_path: Path) -> 
     assert res.returncode != 0
     assert "part-2.sqlite3" in err and "recovery reset orderbook" in err
     assert "Traceback" not in err and len(err.splitlines()) <= 5
+
+
+def test_a_flow_on_topics_that_do_not_exist_says_so_in_one_line(kafka_bootstrap: str,
+                                                                 redis_url: str) -> None:
+    """A mistyped ``MD_TOPIC_PREFIX`` ran the flow on a topic that its own metadata request had
+    the broker create: nothing read, exit 0 with ``MD_STOP_AT_END``, a silent wait without."""
+    import sys
+
+    from confluent_kafka.admin import AdminClient
+
+    prefix = unique_prefix()
+    res = subprocess.run([sys.executable, "-m", "bytewax.run", "dataflows.candles:flow"],
+                         env=flow_env(prefix, kafka_bootstrap, redis_url, MD_STOP_AT_END="1"),
+                         capture_output=True, timeout=60)
+    err = res.stderr.decode()
+    assert res.returncode != 0
+    assert f"Kafka topic '{prefix}trades' does not exist" in err and "MD_TOPIC_PREFIX" in err
+    assert "Traceback" not in err and len(err.splitlines()) <= 3, err
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert f"{prefix}trades" not in topics
