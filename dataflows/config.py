@@ -48,6 +48,11 @@ class CommonConfig:
         parse_start(self.start)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1: {self.batch_size}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be 0 (none) to 65535: {self.metrics_port}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL: "
+                             f"{self.log_level!r}")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -64,9 +69,10 @@ class BookConfig(CommonConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from operators.orderbook import BookParams  # checks depth, throttle, max_levels
+        from operators.orderbook import BookParams, parse_groupings  # the flow's own checks
 
         BookParams(self.depth, self.emit_interval_ms, self.max_levels)
+        parse_groupings(self.grouping)
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,8 @@ class CandleConfig(CommonConfig):
 
         CandleParams(tuple(self.intervals), self.lateness_ms, self.emit_interval_ms,
                      self.fill_gaps)
+        if self.retention < 1:
+            raise ValueError(f"retention must be at least 1 candle: {self.retention}")
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from connectors.exchanges import HANDLERS
+from connectors.exchanges.base import valid_key
 from connectors.exchanges.live import FeedOptions, LiveFeed, endpoint_for
 from dataflows import metrics
 from dataflows.config import CommonConfig, from_env
@@ -57,6 +59,42 @@ class IngestConfig(CommonConfig):
     resync_timeout_ms: int = 10_000
     record_dir: str = ""  # record every connection's raw frames here (cryptofeed format)
     stats_interval_ms: int = 30_000  # log each connection's counters this often (0: never)
+
+    def __post_init__(self) -> None:
+        """Refuse at once what the feeds would fail on later, inside the running flow."""
+        super().__post_init__()
+        known = ", ".join(sorted(HANDLERS))
+        exchanges = set()
+        for feed in self.feeds:
+            ex, sep, sym = feed.partition(":")
+            if ex not in HANDLERS:
+                raise ValueError(f"feeds: unknown exchange {ex!r} in {feed!r}; one of {known}")
+            if not sep or not valid_key(ex, sym):
+                raise ValueError(f"feeds: {feed!r} is not exchange:BASE-QUOTE (e.g. "
+                                 "binance:BTC-USDT)")
+            exchanges.add(ex)
+        overrides = {}
+        for e in self.endpoints:
+            ex, sep, url = e.partition("=")
+            if ex not in HANDLERS or not sep or not url:
+                raise ValueError(f"endpoints: {e!r} is not exchange=ws_url[|rest_url] with one "
+                                 f"of {known}")
+            overrides[ex] = url
+        if not self.simulator:
+            for ex in sorted(exchanges):
+                endpoint_for(ex, "", overrides)  # raises for an exchange with no known endpoint
+        if self.connections_per_exchange < 1:
+            raise ValueError("connections_per_exchange must be at least 1: "
+                             f"{self.connections_per_exchange}")
+        for name in ("ping_interval_ms", "stale_after_ms", "stats_interval_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative: {getattr(self, name)}")
+        for name in ("backoff_initial_ms", "resync_timeout_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive: {getattr(self, name)}")
+        if self.backoff_max_ms < self.backoff_initial_ms:
+            raise ValueError(f"backoff_max_ms ({self.backoff_max_ms}) must not be below "
+                             f"backoff_initial_ms ({self.backoff_initial_ms})")
 
     def options(self, record_path: str = "") -> FeedOptions:
         return FeedOptions(ping_interval_s=self.ping_interval_ms / 1000,

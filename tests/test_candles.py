@@ -437,6 +437,7 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
     """``MD_*`` values of the right type that the flow would fail on later (a traceback in a
     replay, a crash at start) are refused when the configuration is read, in one line."""
     from dataflows.config import BookConfig, CandleConfig, TickerConfig, from_env
+    from dataflows.ingest import IngestConfig
 
     for env, message in [({"MD_INTERVALS": "1m,90s"}, "'90s' is not a whole number of minutes"),
                          ({"MD_INTERVALS": "1m,60s"}, "duplicate candle intervals"),
@@ -451,6 +452,20 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             (BookConfig, {"MD_DEPTH": "0"}, "depth must be at least 1"),
             (BookConfig, {"MD_MAX_LEVELS": "-1"}, "max_levels must not be negative"),
             (BookConfig, {"MD_EMIT_INTERVAL_MS": "-1"}, "emit_interval_ms .*must not be negative"),
-            (TickerConfig, {"MD_EMIT_INTERVAL_MS": "-1"}, "emit_interval_ms must not be negative")]:
+            (TickerConfig, {"MD_EMIT_INTERVAL_MS": "-1"}, "emit_interval_ms must not be negative"),
+            # a bad bucket was a Rust panic at the first event; bad feeds one inside the flow
+            (BookConfig, {"MD_GROUPING": "ETH-USDT"}, "grouping 'ETH-USDT'"),
+            (BookConfig, {"MD_GROUPING": "BTC-USDT=0"}, "bucket must be positive"),
+            (CandleConfig, {"MD_RETENTION": "0"}, "retention must be at least 1"),
+            (TickerConfig, {"MD_LOG_LEVEL": "LOUD"}, "log_level must be DEBUG"),
+            (TickerConfig, {"MD_METRICS_PORT": "99999"}, "metrics_port must be 0"),
+            (IngestConfig, {"MD_FEEDS": "foo:BTC-USDT"}, "unknown exchange 'foo'"),
+            (IngestConfig, {"MD_FEEDS": "binance:BTCUSDT"}, "is not exchange:BASE-QUOTE"),
+            (IngestConfig, {"MD_ENDPOINTS": "garbage"}, "is not exchange=ws_url"),
+            (IngestConfig, {"MD_CONNECTIONS_PER_EXCHANGE": "0"}, "at least 1"),
+            (IngestConfig, {"MD_PING_INTERVAL_MS": "-1"}, "must not be negative"),
+            (IngestConfig, {"MD_BACKOFF_MAX_MS": "1"}, "must not be below")]:
         with pytest.raises(SystemExit, match=f"invalid configuration: .*{message}"):
             from_env(cls, env)
+    assert from_env(BookConfig, {"MD_GROUPING": "0.5,binance:BTC-USDT=10"}).grouping
+    assert from_env(IngestConfig, {"MD_FEEDS": "okx:BTC-USDT,kraken:ETH-USD"}).feeds
