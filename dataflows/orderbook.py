@@ -13,25 +13,13 @@ from bytewax.dataflow import Dataflow
 from dataflows.common import live_flow, replay_flow
 from dataflows.config import BookConfig, from_env
 from operators.events import BookEvent
-from operators.orderbook import BookParams, BookState
+from operators.orderbook import BookParams, BookState, parse_groupings
 
 __all__ = ["build", "replay", "state_factory"]
 
 
-def _groupings(spec: str) -> tuple[str, dict[str, str]]:
-    """``"10"`` (every symbol) or ``"BTC-USDT=10,binance:ETH-USDT=0.5"`` → (default, per key)."""
-    default, per = "", {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        if "=" in part:
-            k, v = part.split("=", 1)
-            per[k.strip()] = v.strip()
-        else:
-            default = part
-    return default, per
-
-
 def state_factory(cfg: BookConfig) -> Callable[[str], BookState]:
-    default, per = _groupings(cfg.grouping)
+    default, per = parse_groupings(cfg.grouping)
 
     def make(key: str) -> BookState:
         group = per.get(key) or per.get(key.partition(":")[2]) or default

@@ -29,15 +29,17 @@ live mode, the clock.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
-from operators.events import BookEvent, Level, _native
+from operators.events import _PARSED, BookEvent, Level, _native
 from operators.fixed import decimals, fmt, parse
 
-__all__ = ["CROSSED", "OK", "STALE", "Book", "BookParams", "BookState", "Grouping"]
+__all__ = ["CROSSED", "OK", "STALE", "Book", "BookParams", "BookState", "Grouping",
+           "parse_groupings"]
 
 OK, STALE, CROSSED = "ok", "stale", "crossed"
 
@@ -80,8 +82,15 @@ _side_top = _side_top_py if _native is None else _native.side_top
 
 
 def _own(text: str) -> tuple[int, int]:
-    """``parse`` of a quantity the book holds: input, or its own sum of inputs (no length cap)."""
-    return parse(text, None)
+    """``parse`` of a quantity the book holds: input, or its own sum of inputs (no length cap).
+
+    Through the events' memo (a grouped book re-reads hundreds of levels per record: parsing
+    them each time made it ~50x slower than a plain one); a sum past the memo's 100 characters
+    is parsed here."""
+    try:
+        return _PARSED[text]
+    except ValueError:
+        return parse(text, None)
 
 
 def _level(v: tuple[str, str]) -> tuple[str, int, str]:
@@ -359,25 +368,73 @@ class Grouping:
             raise ValueError(f"grouping bucket must be positive, got {bucket!r}")
 
     def top(self, book: Book, n: int, side: str) -> list[tuple[str, str]]:
+        """The best ``n`` buckets of ``side`` as ``(bucket price, summed quantity)``.
+
+        Each bucket's keys are a slice of the side's sorted head found by ``bisect``, its
+        quantities summed at C level: a bucket of many ticks holds hundreds of levels, and a
+        level-by-level walk made grouped books ~50x slower than plain ones. The head is widened
+        to what a read needed and stays that wide (no re-sort from the dict at every record).
+        """
         src = book.bids if side == "bids" else book.asks
-        g = self.units
+        while True:
+            out = self._buckets(src, n)
+            if out is not None:
+                return out
+            src.size = max(src.size, 2 * len(src.head))
+            src.best_keys(src.size)  # refill: the head ran out before n buckets
+
+    def _buckets(self, src: _Side, n: int) -> list[tuple[str, str]] | None:
+        """:meth:`top` over ``src``'s head; ``None`` if the head ends before ``n`` buckets
+        while the side holds more levels."""
+        head, levels, g = src.head, src.levels, self.units
+        if not head and levels:
+            return None
         out: list[tuple[str, str]] = []
-        cur: int | None = None
-        qty = qdp = 0
-        for p in src.walk():
-            qu, dp = _own(src.levels[p][1])
-            b = (p // g) * g if side == "bids" else -((-p) // g) * g
-            if b != cur:
-                if cur is not None:
-                    out.append((fmt(cur, self.dp), fmt(qty, qdp)))
-                    if len(out) == n:
-                        return out
-                cur, qty, qdp = b, 0, 0
-            qty += qu
-            qdp = max(qdp, dp)
-        if cur is not None and len(out) < n:
-            out.append((fmt(cur, self.dp), fmt(qty, qdp)))
+        i = len(head) if src.bid else 0  # bids: head[j:i] from the top down; asks: head[i:j]
+        while len(out) < n and (i > 0 if src.bid else i < len(head)):
+            if src.bid:
+                b = head[i - 1] // g * g
+                j = bisect_left(head, b, 0, i)
+                keys, i = head[j:i], j
+                complete = j > 0 or len(head) == len(levels)
+            else:
+                b = -(-head[i] // g) * g
+                j = bisect_right(head, b, i)
+                keys, i = head[i:j], j
+                complete = j < len(head) or len(head) == len(levels)
+            if not complete:
+                return None
+            texts = [levels[k][1] for k in keys]
+            try:
+                parsed = list(map(_PARSED.__getitem__, texts))
+            except ValueError:  # a sum past the memo's 100 characters
+                parsed = list(map(_own, texts))
+            out.append((fmt(b, self.dp), fmt(sum(map(itemgetter(0), parsed)),
+                                             max(map(itemgetter(1), parsed)))))
+        src.size = max(src.size, len(head) - i if src.bid else i)
         return out
+
+
+def parse_groupings(spec: str) -> tuple[str, dict[str, str]]:
+    """``"10"`` (every symbol) or ``"BTC-USDT=10,binance:ETH-USDT=0.5"`` -> (default, per key or
+    symbol); raises ``ValueError`` on a bucket that is not a positive decimal.
+
+    >>> parse_groupings("0.5,binance:BTC-USDT=10")
+    ('0.5', {'binance:BTC-USDT': '10'})
+    """
+    default, per = "", {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if "=" in part:
+            k, v = part.split("=", 1)
+            per[k.strip()] = v.strip()
+        else:
+            default = part
+    for bucket in filter(None, [default, *per.values()]):
+        try:
+            Grouping(bucket)
+        except ValueError as e:  # DecimalError too
+            raise ValueError(f"grouping {bucket!r}: {e}") from None
+    return default, per
 
 
 @dataclass(frozen=True)

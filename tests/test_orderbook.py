@@ -141,6 +141,32 @@ def test_small_head_refills_and_trims_exactly(evs: list[dict], cap: int, head: i
         b.top(n, "asks")
 
 
+def _ref_grouped(ref: RefBook, side: str, n: int, bucket: Decimal) -> list[tuple[Decimal,
+                                                                                 Decimal]]:
+    """Price grouping the obvious way: every level to its bucket (bids down, asks up), summed."""
+    sums: dict[Decimal, Decimal] = {}
+    for p, (_, q) in (ref.bids if side == "bids" else ref.asks).items():
+        whole, rest = divmod(p, bucket)
+        b = (whole + (1 if rest and side == "asks" else 0)) * bucket
+        sums[b] = sums.get(b, Decimal(0)) + q
+    return [(b, sums[b]) for b in sorted(sums, reverse=side == "bids")[:n]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(streams(), st.sampled_from(["0.5", "1", "3", "0.01"]), st.sampled_from([1, 2, 64]),
+       st.integers(1, 6))
+def test_grouped_top_equals_the_reference(evs: list[dict], bucket: str, head: int,
+                                          n: int) -> None:
+    """Buckets of one to hundreds of levels, read through heads that must widen, equal the
+    naive grouping of the reference book after every event."""
+    b, ref, g = Book(head=head), RefBook(), Grouping(bucket)
+    for d in evs:
+        b.apply(_book_event(d))
+        ref.apply(d)
+        for side in ("bids", "asks"):
+            assert as_decimal(g.top(b, n, side)) == _ref_grouped(ref, side, n, Decimal(bucket))
+
+
 def test_head_trim_keeps_its_edge_key() -> None:
     """A trimmed head keeps its worst key inside the edge: deleting it must leave the head."""
     b = Book(head=1)
