@@ -20,6 +20,7 @@ Apache Kafka, whose lookup is exact). The end of a partition is detected with pa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +61,7 @@ __all__ = [
 LAG = Gauge("md_kafka_source_lag", "Kafka messages not yet read by this process",
             ["topic", "partition"])
 log = logging.getLogger(__name__)
+_TRY_S = 2.0  # metadata requests at start: how long one try may take (a warning after it)
 
 Message = tuple[bytes | None, bytes, int]  # (key, value, Kafka message timestamp in ms)
 
@@ -90,6 +92,26 @@ def _client_config(bootstrap: str, extra: dict[str, Any] | None = None) -> dict[
     cfg: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log}
     cfg.update(extra or {})
     return cfg
+
+
+def _metadata(admin: AdminClient, bootstrap: str, timeout_s: float,
+              topic: str | None = None) -> Any:
+    """``admin.list_topics``, warning after a few seconds that the broker is not answering (it
+    was a silent wait of up to a minute), ``RuntimeError`` after ``timeout_s``. Asked in slices
+    of a few seconds: a blocked librdkafka call would hold a Ctrl-C back until it returns."""
+    deadline = time.monotonic() + timeout_s
+    for attempt in itertools.count():
+        try:
+            return admin.list_topics(
+                topic, timeout=max(0.1, min(_TRY_S, deadline - time.monotonic())))
+        except KafkaException as e:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"Kafka at {bootstrap} unreachable for {timeout_s:g} s: {e}") from e
+            if attempt == 0:
+                log.warning("Kafka at %s is not answering; waiting up to %g s for it",
+                            bootstrap, timeout_s)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def parse_part(part: str) -> tuple[str, int]:
@@ -366,12 +388,7 @@ class KafkaSource(FixedPartitionedSource[Message, int | None]):
                                                               "allow.auto.create.topics": False}))
         parts: list[str] = []
         for topic in self._topics:
-            try:
-                md = admin.list_topics(topic, timeout=self._fail_after_s)
-            except KafkaException as e:
-                raise RuntimeError(
-                    f"Kafka at {self._bootstrap} unreachable for {self._fail_after_s:g} s: {e}"
-                ) from e
+            md = _metadata(admin, self._bootstrap, self._fail_after_s, topic)
             tmd = md.topics.get(topic)
             if tmd is None or tmd.error is not None or not tmd.partitions:
                 err = tmd.error if tmd is not None else None
@@ -491,10 +508,7 @@ def ensure_topics(
 ) -> None:
     """Create the topics that do not exist yet; existing ones are left alone (idempotent)."""
     admin = AdminClient(_client_config(bootstrap))
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as e:
-        raise RuntimeError(f"Kafka at {bootstrap} unreachable: {e}") from e
+    existing = set(_metadata(admin, bootstrap, timeout_s).topics)
     new = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
     if not new:
         return

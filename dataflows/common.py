@@ -301,6 +301,8 @@ def live_flow(name: str, cfg: Any, topic: str, kind: EventType,
         source.list_parts()
     except RuntimeError as e:
         raise SystemExit(f"error: the {name} flow cannot start: {e}") from None
+    except KeyboardInterrupt:  # Ctrl-C while waiting for the broker
+        raise SystemExit(130) from None
     extra: list[DynamicSink[dict[str, Any]]] = []
     if cfg.kafka_output:
         extra.append(RecordKafkaSink(cfg.kafka_bootstrap, cfg.topic(output_topic)))

@@ -239,9 +239,16 @@ def __getattr__(name: str) -> Dataflow:
 
 
 def _ensure_topics(cfg: IngestConfig) -> None:
+    """Create the output topics, or stop in one line: no broker, or Ctrl-C while waiting."""
     from connectors.kafka import ensure_topics
 
-    ensure_topics(cfg.kafka_bootstrap, [cfg.topic(t) for t in ("book", "trades", "deadletter")])
+    try:
+        ensure_topics(cfg.kafka_bootstrap,
+                      [cfg.topic(t) for t in ("book", "trades", "deadletter")])
+    except RuntimeError as e:
+        raise SystemExit(f"error: ingestion cannot start: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
 
 
 # -- marketdata ingest -------------------------------------------------------------------------

@@ -218,3 +218,26 @@ def test_a_flow_on_topics_that_do_not_exist_says_so_in_one_line(kafka_bootstrap:
     assert "Traceback" not in err and len(err.splitlines()) <= 3, err
     topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
     assert f"{prefix}trades" not in topics
+
+
+def test_a_flow_says_at_once_that_the_broker_is_not_answering(redis_url: str) -> None:
+    """With no broker, a flow waited up to a minute in silence, and Ctrl-C then printed a Rust
+    panic and two tracebacks: now a warning within seconds, and Ctrl-C exits quietly."""
+    import signal
+    import sys
+    import time
+
+    env = flow_env(unique_prefix(), "127.0.0.1:1", redis_url)
+    proc = subprocess.Popen([sys.executable, "-m", "bytewax.run", "dataflows.orderbook:flow"],
+                            env=env, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    t0 = time.monotonic()
+    try:
+        line = proc.stderr.readline().decode()  # the first thing it says
+        assert "Kafka at 127.0.0.1:1 is not answering" in line, line
+        assert time.monotonic() - t0 < 20
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+        assert "Traceback" not in proc.stderr.read().decode()
+    finally:
+        proc.kill()
