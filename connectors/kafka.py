@@ -48,6 +48,7 @@ __all__ = [
     "KafkaSink",
     "KafkaSource",
     "Message",
+    "delete_topics",
     "ensure_topics",
     "event_key",
     "parse_part",
@@ -518,6 +519,17 @@ def ensure_topics(
         except KafkaException as e:
             if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise RuntimeError(f"cannot create topic {topic!r}: {e}") from e
+
+
+def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 30) -> None:
+    """Delete ``topics``; those that do not exist are no error."""
+    admin = AdminClient(_client_config(bootstrap))
+    for topic, fut in admin.delete_topics(topics, operation_timeout=timeout_s).items():
+        try:
+            fut.result(timeout=timeout_s)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise RuntimeError(f"cannot delete topic {topic!r}: {e}") from e
 
 
 def event_key(line: bytes) -> bytes:

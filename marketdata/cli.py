@@ -151,7 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("name", nargs="?", default="all", choices=["all", *BENCHES])
     pb.add_argument("args", nargs=argparse.REMAINDER, help="passed to the benchmark")
     pb.set_defaults(func=cmd_bench)
-    pc = sub.add_parser("config", help="print the effective configuration of every flow")
+    pc = sub.add_parser("config", help="print the effective configuration of every flow",
+                        description="Print each flow's settings with their MD_* variable and "
+                        "value (MD_* variables, else the defaults); refuse values a flow cannot "
+                        "use.")
     pc.set_defaults(func=cmd_config)
     for module in ("marketdata.stack", "connectors.exchanges.normalize", "marketdata.demo",
                    "api.cli", "recovery.cli", "marketdata.doctor", "dataflows.ingest",

@@ -137,7 +137,7 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
         client.delete(*stale)
     # Topics of this run's own: nothing produced while a flow starts is missed, and no flow has
     # to skip through earlier runs' events (the local broker ignores start timestamps).
-    from connectors.kafka import ensure_topics
+    from connectors.kafka import delete_topics, ensure_topics
 
     prefix = f"{cfg.topic_prefix}demo-{int(time.time())}."
     ensure_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades", "deadletter")])
@@ -167,9 +167,12 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
                                   "BYTEWAX_DATAFLOW_API_PORT": str(_free_port())}, logs)
         api = f"http://127.0.0.1:{api_port}/?ex=binance&sym=ETH-USDT"
         _say(f"starting the API: {api}")
+        _say("health of this session's flows: .venv/bin/marketdata doctor --topic-prefix "
+             f"{prefix} --group-template 'marketdata-demo-{{flow}}'")
         procs["api"] = _spawn("api", [sys.executable, "-m", "marketdata.cli", "api",
                                       "--port", str(api_port)], env, logs)
         t0 = last = time.time()
+        full = 0.0  # when the whole view was last printed (not on a terminal: every 10 s)
         produced, rate = _produced(cfg), 0.0
         while not stopping and (duration is None or time.time() - t0 < duration):
             for name, p in procs.items():
@@ -182,6 +185,9 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
                 lines = _status_lines(client, t0, rate, api, set(feeds), procs, cfg)
                 if sys.stdout.isatty():
                     sys.stdout.write("\033[H\033[2J" + "\n".join(lines) + "\n(Ctrl-C to stop)\n")
+                elif now - full >= 10:  # a log file: the whole view now and then
+                    sys.stdout.write("\n".join(lines) + "\n\n")
+                    full = now
                 else:
                     sys.stdout.write("\n".join(lines[:2]) + "\n")
                 sys.stdout.flush()
@@ -203,6 +209,11 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         sim.stop()
+        try:  # this run's topics: each run makes its own, and in-memory Tansu keeps them all
+            delete_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades",
+                                                                     "deadletter")])
+        except RuntimeError as e:
+            _say(f"could not delete this run's topics: {e}")
         _say("stopped (the broker and Redis stay up: `marketdata stack down` stops them)")
 
 

@@ -35,7 +35,8 @@ def _try_get(url: str) -> dict | None:
         return None
 
 
-def test_demo_runs_headless_and_stops_cleanly(redis_url: str, tmp_path: Path) -> None:
+def test_demo_runs_headless_and_stops_cleanly(redis_url: str, kafka_bootstrap: str,
+                                              tmp_path: Path) -> None:
     port = free_port()
     started_ms = time.time() * 1000
     env = {"MD_STATE_DIR": str(tmp_path), "MD_REDIS_URL": redis_url, "PATH": "/usr/bin:/bin"}
@@ -82,3 +83,13 @@ def test_demo_runs_headless_and_stops_cleanly(redis_url: str, tmp_path: Path) ->
     import socket
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+    # its own topics too (each run makes three, and the in-memory broker kept them all), and it
+    # said how to point the doctor at this session's flows
+    import re
+
+    from confluent_kafka.admin import AdminClient
+
+    prefix = re.search(rb"--topic-prefix (\S+)", out)
+    assert prefix is not None, out.decode()[-3000:]
+    topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
+    assert not [t for t in topics if t.startswith(prefix.group(1).decode())]

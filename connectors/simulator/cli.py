@@ -41,26 +41,29 @@ def parse_faults(text: str) -> dict[str, float]:
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("simulate", help="serve simulated exchange feeds on 127.0.0.1",
                               description=__doc__.splitlines()[0].replace("``", ""))
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765)")
     p.add_argument("--exchanges", help=f"default: all ({', '.join(simulator.VENUES)})")
     p.add_argument("--symbols", default="BTC-USDT,ETH-USDT", help="synthetic symbols")
     p.add_argument("--rate", type=float, default=50.0,
                    help="synthetic items/s per exchange (0: as fast as clients read)")
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1, help="synthetic: random seed (default 1)")
     p.add_argument("--demo", action="store_true",
                    help="replay the recordings of shared/data, looped, instead of synthetic")
     p.add_argument("--speed", type=float, default=1.0,
                    help="--demo: 1 real time, 10 ten times faster, 0 as fast as possible")
     p.add_argument("--no-loop", dest="loop", action="store_false", help="--demo: play once")
     p.add_argument("--faults", default="", help="probabilities, e.g. drop=0.01,duplicate=0.01")
-    p.add_argument("--stall-seconds", type=float, default=2.0)
+    p.add_argument("--stall-seconds", type=float, default=2.0,
+                   help="how long an injected stall lasts (default 2)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     logging.getLogger("websockets").setLevel(logging.WARNING)
     try:
+        if args.speed < 0 or args.rate < 0 or args.stall_seconds < 0:
+            raise ValueError("--speed, --rate and --stall-seconds must not be negative")
         probs = parse_faults(args.faults)
         exchanges = _list(args.exchanges)
         if args.demo:
