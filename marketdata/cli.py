@@ -55,18 +55,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 return 2
     cfg = _flow_config(args.flow, args)
     flow = _replay_builder(args.flow)(cfg, args.input, args.output, args.deadletters)
+    def counts() -> tuple[float, dict[str, float]]:  # process-wide counters: take the change
+        return (metrics.EVENTS_IN.labels(args.flow)._value.get(),
+                {t: metrics.RECORDS_OUT.labels(args.flow, t)._value.get()
+                 for t in ("book", "candle", "ticker", "deadletter")})
+
     started = time.perf_counter()
+    in0, out0 = counts()
     print(f"replaying {args.input} through {args.flow} -> {args.output}", file=sys.stderr)
     run_main(flow, epoch_interval=None)
     took = time.perf_counter() - started
-    n_in = metrics.EVENTS_IN.labels(args.flow)._value.get()
-    out = {t: metrics.RECORDS_OUT.labels(args.flow, t)._value.get()
-           for t in ("book", "candle", "ticker", "deadletter")}
+    in1, out1 = counts()
+    n_in, out = in1 - in0, {t: out1[t] - out0[t] for t in out1}
     emitted = sum(v for t, v in out.items() if t != "deadletter")
     print(f"done in {took:.2f}s: {n_in:.0f} events in, {emitted:.0f} records out, "
           f"{out['deadletter']:.0f} dead letters"
           + (f" (see {args.deadletters})" if args.deadletters and out["deadletter"] else ""),
           file=sys.stderr)
+    if n_in and not emitted and out["deadletter"] >= n_in:
+        print("marketdata replay: every line was a dead letter: is the input canonical events? "
+              "(a raw exchange recording needs `marketdata normalize` first; --deadletters FILE "
+              "shows the reasons)", file=sys.stderr)
     return 0
 
 

@@ -559,6 +559,17 @@ def test_replay_names_an_unwritable_output(tmp_path: Path,
     assert f"cannot write {tmp_path / 'no/dir/o'}" in capsys.readouterr().err
 
 
+def test_replay_of_a_raw_recording_says_what_to_do(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from marketdata import cli
+
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text('{"e":"depthUpdate","s":"ETHUSDT"}\n' * 3)
+    assert cli.main(["replay", "orderbook", "--input", str(raw),
+                     "--output", str(tmp_path / "o")]) == 0
+    assert "needs `marketdata normalize` first" in capsys.readouterr().err
+
+
 def test_the_rest_half_of_a_cryptofeed_recording_is_named_as_such() -> None:
     with pytest.raises(RecordingError, match=r"REST answers .* give its \*\.ws\.N\.0 file"):
         detect_format(DATA / "cryptofeed/BINANCE.http.0.0")
