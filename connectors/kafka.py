@@ -513,23 +513,25 @@ def ensure_topics(
     new = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
     if not new:
         return
-    for topic, fut in admin.create_topics(new, operation_timeout=timeout_s).items():
-        try:
-            fut.result(timeout=timeout_s)
-        except KafkaException as e:
-            if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"cannot create topic {topic!r}: {e}") from e
+    _settle(admin.create_topics(new, operation_timeout=timeout_s), timeout_s, "create",
+            KafkaError.TOPIC_ALREADY_EXISTS)
 
 
 def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 30) -> None:
     """Delete ``topics``; those that do not exist are no error."""
     admin = AdminClient(_client_config(bootstrap))
-    for topic, fut in admin.delete_topics(topics, operation_timeout=timeout_s).items():
+    _settle(admin.delete_topics(topics, operation_timeout=timeout_s), timeout_s, "delete",
+            KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def _settle(futures: dict[str, Any], timeout_s: float, verb: str, benign: int) -> None:
+    """Wait for an admin operation on each topic; an error other than ``benign`` raises."""
+    for topic, fut in futures.items():
         try:
             fut.result(timeout=timeout_s)
         except KafkaException as e:
-            if e.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise RuntimeError(f"cannot delete topic {topic!r}: {e}") from e
+            if e.args[0].code() != benign:
+                raise RuntimeError(f"cannot {verb} topic {topic!r}: {e}") from e
 
 
 def event_key(line: bytes) -> bytes:
