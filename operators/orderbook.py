@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any
@@ -174,10 +173,14 @@ class _Side:
             self._refill(1)
         return self.head[-1] if self.bid else self.head[0]
 
-    def best_keys(self, n: int) -> list[int]:
-        """The best ``n`` price keys, best first."""
+    def sorted_at_least(self, n: int) -> None:
+        """Make the head hold the best ``n`` keys (or all of them): a refill if it is short."""
         if len(self.head) < n and len(self.head) < len(self.levels):
             self._refill(n)
+
+    def best_keys(self, n: int) -> list[int]:
+        """The best ``n`` price keys, best first."""
+        self.sorted_at_least(n)
         head = self.head
         if n <= 0:  # head[-0:] would be all of it
             return []
@@ -188,17 +191,8 @@ class _Side:
         return head[:n]
 
     def top(self, n: int) -> list[tuple[str, str]]:
-        if len(self.head) < n and len(self.head) < len(self.levels):
-            self._refill(n)
+        self.sorted_at_least(n)
         return _side_top(self.levels, self.head, n, self.bid)
-
-    def walk(self) -> Iterator[int]:
-        """Keys best first, sorting only as far as the caller reads."""
-        n, done = self.size, 0
-        while done < len(self.levels):
-            keys = self.best_keys(n)
-            yield from keys[done:]
-            done, n = len(keys), n * 4
 
     def ordered(self) -> list[int]:
         """Every key, best first (snapshots, grouping, full-depth reads: not the hot path)."""
@@ -381,7 +375,7 @@ class Grouping:
             if out is not None:
                 return out
             src.size = max(src.size, 2 * len(src.head))
-            src.best_keys(src.size)  # refill: the head ran out before n buckets
+            src.sorted_at_least(src.size)  # the head ran out before n buckets
 
     def _buckets(self, src: _Side, n: int) -> list[tuple[str, str]] | None:
         """:meth:`top` over ``src``'s head; ``None`` if the head ends before ``n`` buckets
