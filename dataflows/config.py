@@ -7,6 +7,7 @@ One typed object per flow. Each field's environment variable is ``MD_`` + its up
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import typing
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ class CommonConfig:
             raise ValueError(f"batch_size must be at least 1: {self.batch_size}")
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must be 0 (none) to 65535: {self.metrics_port}")
-        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):  # WARN too
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL: "
                              f"{self.log_level!r}")
 
