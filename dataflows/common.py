@@ -289,11 +289,13 @@ def live_flow(name: str, cfg: Any, topic: str, kind: EventType,
         log.warning("the compiled scanners (operators/_native.c) are not built: decoding runs in "
                     "pure Python, slower; `pip install -e .` with a C compiler builds them")
     metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+    group = cfg.group_id or f"marketdata-{name}"
     heartbeat.start(cfg.redis_url, name, position=lambda: {
-        "events_in": int(metrics.EVENTS_IN.labels(name)._value.get())})
+        "events_in": int(metrics.EVENTS_IN.labels(name)._value.get())},
+        kafka={"group": group, "topics": [cfg.topic(topic)]})
     source = KafkaSource(cfg.kafka_bootstrap, [cfg.topic(topic)], start=cfg.start,
                          stop_at_end=cfg.stop_at_end, batch_size=cfg.batch_size,
-                         group_id=cfg.group_id or f"marketdata-{name}")
+                         group_id=group)
     store = active_store(sys.argv, os.environ)
     if store is not None:  # fail at start, in one paragraph, on a store this flow cannot resume
         check_or_exit(name, store, [cfg.topic(topic)])

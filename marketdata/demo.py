@@ -141,6 +141,8 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
 
     prefix = f"{cfg.topic_prefix}demo-{int(time.time())}."
     ensure_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades", "deadletter")])
+    _say(f"this run's topics: {prefix}book, {prefix}trades, {prefix}deadletter (deleted at the "
+         "end; `marketdata doctor` finds them through the flows' heartbeats)")
     cfg = from_env(CommonConfig, topic_prefix=prefix)
     env = dict(os.environ)
     env.update({"MD_KAFKA_BOOTSTRAP": cfg.kafka_bootstrap, "MD_REDIS_URL": cfg.redis_url,
@@ -167,8 +169,6 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
                                   "BYTEWAX_DATAFLOW_API_PORT": str(_free_port())}, logs)
         api = f"http://127.0.0.1:{api_port}/?ex=binance&sym=ETH-USDT"
         _say(f"starting the API: {api}")
-        _say("health of this session's flows: .venv/bin/marketdata doctor --topic-prefix "
-             f"{prefix} --group-template 'marketdata-demo-{{flow}}'")
         procs["api"] = _spawn("api", [sys.executable, "-m", "marketdata.cli", "api",
                                       "--port", str(api_port)], env, logs)
         t0 = last = time.time()

@@ -4,7 +4,8 @@ The checks run from the source to the consumer, as an on-call engineer would:
 
 1. ``flows``    are the flow processes alive (heartbeats ``md:hb:*`` fresh, processes present);
 2. ``kafka``    is the broker reachable, do the topics exist, are the flows consuming (lag per
-   topic and partition of the consumer groups ``marketdata-{flow}``, and whether it grows);
+   topic and partition of each flow's consumer group, and whether it grows: the group and
+   topics its heartbeat reports, else ``marketdata-{flow}`` on ``md.*``);
 3. ``logs``     recent errors in the flows' log files;
 4. ``feeds``    are the exchange feeds connected and producing (ingestion heartbeats);
 5. ``redis``    is Redis reachable, are the books fresh per symbol (``md:book:*``);
@@ -258,15 +259,31 @@ def _kafka_topics(cfg: DoctorConfig) -> dict[str, int]:
     return {name: len(t.partitions) for name, t in md.topics.items() if t.error is None}
 
 
-def _lags(cfg: DoctorConfig, flows: list[str]) -> dict[str, dict[str, int]]:
+Consumer = tuple[str, list[str]]  # a flow's consumer group and input topics
+
+
+def consumers(cfg: DoctorConfig, hbs: list[dict[str, Any]] | None) -> dict[str, Consumer]:
+    """Per consuming flow, the group and topics its live heartbeats report (what really runs:
+    the demo's flows read their own topics with their own groups), else the configured ones
+    (``group_template``, ``topic_prefix``)."""
+    out = {f: (cfg.group_template.format(flow=f), [f"{cfg.topic_prefix}{t}" for t in ts])
+           for f, ts in FLOW_TOPICS.items()}
+    for hb in hbs or []:
+        k = hb.get("kafka") or {}
+        if hb["flow"] in out and isinstance(k.get("group"), str) and k.get("topics"):
+            out[hb["flow"]] = (k["group"], [str(t) for t in k["topics"]])
+    return out
+
+
+def _lags(cfg: DoctorConfig, flows: dict[str, Consumer]) -> dict[str, dict[str, int]]:
     from connectors.kafka import partition_lag
 
-    return {flow: partition_lag(cfg.kafka_bootstrap, cfg.group_template.format(flow=flow),
-                                [f"{cfg.topic_prefix}{t}" for t in FLOW_TOPICS[flow]])
-            for flow in flows}
+    return {flow: partition_lag(cfg.kafka_bootstrap, group, topics)
+            for flow, (group, topics) in flows.items()}
 
 
-def check_kafka(cfg: DoctorConfig, down: set[str]) -> Check:
+def check_kafka(cfg: DoctorConfig, down: set[str],
+                hbs: list[dict[str, Any]] | None = None) -> Check:
     title = _TITLES["kafka"]
     try:
         topics = _kafka_topics(cfg)
@@ -277,8 +294,9 @@ def check_kafka(cfg: DoctorConfig, down: set[str]) -> Check:
         name = f"{cfg.topic_prefix}{t}"
         if name not in topics:
             findings.append(Finding(name, FAIL, "topic missing (marketdata stack up creates it)"))
-    flows = [f for f in cfg.flows if f in FLOW_TOPICS
-             and all(f"{cfg.topic_prefix}{t}" in topics for t in FLOW_TOPICS[f])]
+    known = consumers(cfg, hbs)
+    flows = {f: known[f] for f in cfg.flows if f in known
+             and all(t in topics for t in known[f][1])}
     try:
         first = _lags(cfg, flows)
         if cfg.lag_sample_s > 0 and flows:
@@ -294,7 +312,7 @@ def check_kafka(cfg: DoctorConfig, down: set[str]) -> Check:
         growth = total - sum(first[flow].values())
         trend = "" if second is first else (f", growing (+{growth})" if growth > 0
                                             else ", not growing")
-        data = {"group": cfg.group_template.format(flow=flow), "total": total, "growth": growth,
+        data = {"group": flows[flow][0], "total": total, "growth": growth,
                 "partitions": parts}
         if total > cfg.max_lag:
             if flow in down:
@@ -601,7 +619,7 @@ def diagnose(cfg: DoctorConfig, now_ms: int | None = None) -> Report:
     try:
         hbs = heartbeat.read_all(client) if client is not None else None
         flows, down = check_flows(cfg, hbs, now, redis_error)
-        kafka = check_kafka(cfg, down)
+        kafka = check_kafka(cfg, down, hbs)
         logs = check_logs(cfg, now)
         feeds = check_feeds(cfg, hbs, down, now)
         cause = next((name for name, bad in (

@@ -8,7 +8,10 @@ stale (the doctor names the flow) and then disappears. Fields:
 - ``position``: JSON object, e.g. ``{"md.book#0": 1234}`` (next offset per Kafka partition) or
   ``{"events_in": 5000}``: whatever the process reports with :func:`set_position` or a callable;
 - ``feeds`` (ingestion only): JSON object ``{feed: {"connected", "last_frame_ms", "resyncs"}}``
-  reported with :func:`set_feed`.
+  reported with :func:`set_feed`;
+- ``kafka`` (the consuming flows): JSON object ``{"group", "topics"}``, the consumer group and
+  input topics this process reads, so that the doctor checks the lag of what really runs (the
+  demo's flows, say, use their own topics and groups).
 
 Writing never raises into the flow: a Redis outage is logged (once per outage) and retried at the
 next beat, because a heartbeat must not be the reason a healthy flow stops.
@@ -93,7 +96,8 @@ class Heartbeat:
     def __init__(self, redis_url: str, flow: str, *, interval_s: float = DEFAULT_INTERVAL_S,
                  ttl_s: int = DEFAULT_TTL_S,
                  position: Callable[[], Mapping[str, Any]] | None = None,
-                 host: str | None = None, pid: int | None = None) -> None:
+                 host: str | None = None, pid: int | None = None,
+                 kafka: Mapping[str, Any] | None = None) -> None:
         if interval_s <= 0 or ttl_s < 1:
             raise ValueError("interval_s must be positive and ttl_s at least 1")
         self.flow = flow
@@ -103,6 +107,7 @@ class Heartbeat:
         self.interval_s = interval_s
         self.ttl_s = max(ttl_s, int(interval_s * 3) + 1)  # never expire between two beats
         self.position = position
+        self.kafka = dict(kafka or {})
         self.started = _now_ms()
         self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self._stop = threading.Event()
@@ -126,6 +131,7 @@ class Heartbeat:
             "interval_ms": str(int(self.interval_s * 1000)),
             "position": orjson.dumps(positions, option=orjson.OPT_NON_STR_KEYS).decode(),
             "feeds": orjson.dumps(feeds).decode(),
+            "kafka": orjson.dumps(self.kafka).decode(),
         }
 
     def beat(self) -> bool:
@@ -186,13 +192,14 @@ class Heartbeat:
 
 def start(redis_url: str, flow: str, *, interval_s: float = DEFAULT_INTERVAL_S,
           ttl_s: int = DEFAULT_TTL_S,
-          position: Callable[[], Mapping[str, Any]] | None = None) -> Heartbeat:
+          position: Callable[[], Mapping[str, Any]] | None = None,
+          kafka: Mapping[str, Any] | None = None) -> Heartbeat:
     """Start ``flow``'s heartbeat in this process, once: later calls return the running one."""
     with _lock:
         hb = _running.get(flow)
         if hb is None:
             hb = _running[flow] = Heartbeat(redis_url, flow, interval_s=interval_s, ttl_s=ttl_s,
-                                            position=position)
+                                            position=position, kafka=kafka)
     return hb.start()
 
 
@@ -209,7 +216,7 @@ def parse(fields: Mapping[bytes | str, bytes | str]) -> dict[str, Any]:
             out[name] = int(raw[name])
         except (KeyError, ValueError):
             out[name] = None
-    for name in ("position", "feeds"):
+    for name in ("position", "feeds", "kafka"):
         try:
             out[name] = orjson.loads(raw.get(name) or "{}")
         except orjson.JSONDecodeError:

@@ -89,7 +89,7 @@ def test_demo_runs_headless_and_stops_cleanly(redis_url: str, kafka_bootstrap: s
 
     from confluent_kafka.admin import AdminClient
 
-    prefix = re.search(rb"--topic-prefix (\S+)", out)
+    prefix = re.search(rb"this run's topics: (\S+)book,", out)
     assert prefix is not None, out.decode()[-3000:]
     topics = AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
     assert not [t for t in topics if t.startswith(prefix.group(1).decode())]

@@ -109,7 +109,8 @@ def fresh_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def write_hb(client: redis.Redis, flow: str, *, pid: int | None = None, host: str | None = None,
-             age_ms: int = 0, feeds: dict[str, Any] | None = None) -> str:
+             age_ms: int = 0, feeds: dict[str, Any] | None = None,
+             kafka: dict[str, Any] | None = None) -> str:
     """A heartbeat as :class:`heartbeat.Heartbeat` writes it (default: this live process)."""
     host = host or socket.gethostname()
     pid = pid or os.getpid()
@@ -117,7 +118,7 @@ def write_hb(client: redis.Redis, flow: str, *, pid: int | None = None, host: st
     client.hset(key, mapping={
         "flow": flow, "host": host, "pid": str(pid), "started": str(now_ms() - 60_000),
         "time": str(now_ms() - age_ms), "interval_ms": "1000", "position": "{}",
-        "feeds": orjson.dumps(feeds or {}).decode()})
+        "feeds": orjson.dumps(feeds or {}).decode(), "kafka": orjson.dumps(kafka or {}).decode()})
     return key
 
 
@@ -259,6 +260,22 @@ def test_lagging_consumer_group_names_kafka_only(healthy: tuple[DoctorConfig,
     assert sum(book.data["partitions"].values()) == book.data["total"]
     # under the threshold it is healthy again
     assert diagnose(replace(cfg, max_lag=10_000)).failing == []
+
+
+def test_lag_is_read_where_the_running_flow_says_it_reads(
+        healthy: tuple[DoctorConfig, redis.Redis], kafka_bootstrap: str) -> None:
+    """A flow reading other topics with another group (the demo's) reports them in its
+    heartbeat: the doctor checks that lag, not the default group's on ``md.*`` (which read 0
+    while the demo's flows fell behind)."""
+    cfg, client = healthy
+    other = f"t.doctor.{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, [f"{other}book"], partitions=1)
+    write_hb(client, "orderbook", kafka={"group": f"g-{other}", "topics": [f"{other}book"]})
+    lag(replace(cfg, topic_prefix=other), "book", 12)
+    report = diagnose(replace(cfg, max_lag=5))
+    book = {f.name: f for f in check(report, "kafka").findings}["orderbook lag"]
+    assert book.status == FAIL and book.data["group"] == f"g-{other}", doctor.render(report)
+    assert book.data["total"] >= 6
 
 
 def test_missing_topic_names_kafka(healthy: tuple[DoctorConfig, redis.Redis],
