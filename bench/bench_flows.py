@@ -41,7 +41,7 @@ import orjson
 import redis
 
 from bench.common import ROOT, eth_events, table
-from connectors.kafka import ensure_topics, produce_lines
+from connectors.kafka import delete_topics, ensure_topics, produce_lines
 from dataflows.config import CommonConfig, from_env
 
 PY = sys.executable
@@ -163,6 +163,8 @@ def throughput(cfg: CommonConfig, flow: str, topic: str, lines: list[bytes], uni
                                             processes, c))
             _check_complete(cfg, flow, want)
     _forget(cfg, ex)  # the made-up exchange's records would stay in Redis (doctor, API)
+    delete_topics(cfg.kafka_bootstrap, [p + t for p in (prefix, empty)  # in-memory Tansu
+                                        for t in ("book", "trades", "deadletter")])
     out = []
     for c in codes:
         net = took[c] - base[c]

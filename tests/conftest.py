@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka import ensure_topics
+from connectors.kafka import delete_topics, ensure_topics
 from dataflows.config import CommonConfig, from_env
 from marketdata import stack as stack_mod
 from tests.util import wait_until
@@ -26,7 +27,8 @@ __all__ = ["wait_until"]
 def stack() -> Iterator[tuple[str, str]]:
     """``(bootstrap, redis_url)`` of a broker and a Redis that answer. The ``md:*`` keys the
     tests wrote are deleted at the end (the doctor, the API and the dashboard would show their
-    made-up exchanges for ever; tests that need a clean Redis delete them at start too)."""
+    made-up exchanges for ever; tests that need a clean Redis delete them at start too), and so
+    are the topics they made (``t...``: several hundred a run, which in-memory Tansu kept)."""
     cfg: CommonConfig = from_env(CommonConfig)
     bootstrap, url = cfg.kafka_bootstrap, cfg.redis_url
     if not (stack_mod.kafka_alive(bootstrap) and stack_mod.redis_alive(url)):
@@ -35,11 +37,16 @@ def stack() -> Iterator[tuple[str, str]]:
         pytest.fail(f"no Kafka broker answers at {bootstrap} (marketdata stack up)")
     if not stack_mod.redis_alive(url):
         pytest.fail(f"no Redis answers at {url} (marketdata stack up)")
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    before = set(admin.list_topics(timeout=30).topics)
     yield bootstrap, url
     client = redis.Redis.from_url(url)
     with contextlib.suppress(redis.RedisError):
         delete_md_keys(client)
     client.close()
+    with contextlib.suppress(KafkaException, RuntimeError):
+        made = sorted(set(admin.list_topics(timeout=30).topics) - before)
+        delete_topics(bootstrap, [t for t in made if t.startswith("t")])
 
 
 @pytest.fixture(scope="session")
