@@ -519,6 +519,8 @@ def ensure_topics(
 
 def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 30) -> None:
     """Delete ``topics``; those that do not exist are no error."""
+    if not topics:
+        return
     admin = AdminClient(_client_config(bootstrap))
     _settle(admin.delete_topics(topics, operation_timeout=timeout_s), timeout_s, "delete",
             KafkaError.UNKNOWN_TOPIC_OR_PART)
