@@ -73,16 +73,14 @@ class IngestConfig(CommonConfig):
                 raise ValueError(f"feeds: {feed!r} is not exchange:BASE-QUOTE (e.g. "
                                  "binance:BTC-USDT)")
             exchanges.add(ex)
-        overrides = {}
         for e in self.endpoints:
             ex, sep, url = e.partition("=")
             if ex not in HANDLERS or not sep or not url:
                 raise ValueError(f"endpoints: {e!r} is not exchange=ws_url[|rest_url] with one "
                                  f"of {known}")
-            overrides[ex] = url
         if not self.simulator:
-            for ex in sorted(exchanges):
-                endpoint_for(ex, "", overrides)  # raises for an exchange with no known endpoint
+            for ex in sorted(exchanges):  # raises for an exchange with no known endpoint
+                endpoint_for(ex, "", self.endpoint_overrides())
         if self.connections_per_exchange < 1:
             raise ValueError("connections_per_exchange must be at least 1: "
                              f"{self.connections_per_exchange}")
@@ -96,6 +94,10 @@ class IngestConfig(CommonConfig):
             raise ValueError(f"backoff_max_ms ({self.backoff_max_ms}) must not be below "
                              f"backoff_initial_ms ({self.backoff_initial_ms})")
 
+    def endpoint_overrides(self) -> dict[str, str]:
+        """``endpoints`` as ``{exchange: "ws_url[|rest_url]"}``."""
+        return dict(e.split("=", 1) for e in self.endpoints)
+
     def options(self, record_path: str = "") -> FeedOptions:
         return FeedOptions(ping_interval_s=self.ping_interval_ms / 1000,
                            stale_after_s=self.stale_after_ms / 1000,
@@ -108,14 +110,12 @@ class IngestConfig(CommonConfig):
 def connections(cfg: IngestConfig) -> dict[str, tuple[str, list[str]]]:
     """Partition name (``binance#0``) -> (exchange, symbols); symbols dealt round-robin."""
     by_ex: dict[str, list[str]] = defaultdict(list)
-    for feed in cfg.feeds:
-        ex, sep, sym = feed.partition(":")
-        if not sep or not sym:
-            raise SystemExit(f"invalid MD_FEEDS entry {feed!r}: expected exchange:BASE-QUOTE")
+    for feed in cfg.feeds:  # checked by IngestConfig: exchange:BASE-QUOTE
+        ex, _, sym = feed.partition(":")
         if sym not in by_ex[ex]:
             by_ex[ex].append(sym)
     out: dict[str, tuple[str, list[str]]] = {}
-    n = max(1, cfg.connections_per_exchange)
+    n = cfg.connections_per_exchange
     for ex, syms in sorted(by_ex.items()):
         for i in range(min(n, len(syms))):
             out[f"{ex}#{i}"] = (ex, syms[i::n])
@@ -188,7 +188,7 @@ class IngestSource(FixedPartitionedSource[Item, None]):
         self.cfg = cfg
         self.conns = connections(cfg)
         self.stop_when = stop_when
-        self.overrides = dict(e.split("=", 1) for e in cfg.endpoints if "=" in e)
+        self.overrides = cfg.endpoint_overrides()
         self.feeds: dict[str, LiveFeed] = {}  # built partitions of this process (inspection)
 
     def list_parts(self) -> list[str]:
