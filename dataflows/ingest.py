@@ -79,8 +79,9 @@ class IngestConfig(CommonConfig):
                 raise ValueError(f"endpoints: {e!r} is not exchange=ws_url[|rest_url] with one "
                                  f"of {known}")
         if not self.simulator:
+            overrides = self.endpoint_overrides()
             for ex in sorted(exchanges):  # raises for an exchange with no known endpoint
-                endpoint_for(ex, "", self.endpoint_overrides())
+                endpoint_for(ex, "", overrides)
         if self.connections_per_exchange < 1:
             raise ValueError("connections_per_exchange must be at least 1: "
                              f"{self.connections_per_exchange}")

@@ -67,11 +67,16 @@ def _set_levels_py(d: dict[int, tuple[str, str]], head: list[int], edge: int, bi
                 del head[bisect_left(head, key)]
 
 
+def _best_of(head: list[int], n: int, bid: bool) -> list[int]:
+    """The best ``n`` keys of an ascending head, best first (bids: its last ``n``)."""
+    n = max(0, min(n, len(head)))  # head[-0:] would be all of it
+    return head[len(head) - n:][::-1] if bid else head[:n]
+
+
 def _side_top_py(d: dict[int, tuple[str, str]], head: list[int], n: int,
                  bid: bool) -> list[tuple[str, str]]:
     """:meth:`_Side.top` once the head holds enough keys: the values of its best ``n``."""
-    n = max(0, min(n, len(head)))
-    return [d[k] for k in (head[len(head) - n:][::-1] if bid else head[:n])]
+    return [d[k] for k in _best_of(head, n, bid)]
 
 
 # The same loops compiled where built (operators/_native.c): the first was a quarter of
@@ -181,14 +186,7 @@ class _Side:
     def best_keys(self, n: int) -> list[int]:
         """The best ``n`` price keys, best first."""
         self.sorted_at_least(n)
-        head = self.head
-        if n <= 0:  # head[-0:] would be all of it
-            return []
-        if self.bid:
-            keys = head[-n:]
-            keys.reverse()
-            return keys
-        return head[:n]
+        return _best_of(self.head, n, self.bid)
 
     def top(self, n: int) -> list[tuple[str, str]]:
         self.sorted_at_least(n)

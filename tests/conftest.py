@@ -52,7 +52,9 @@ _TEST_TOPIC = re.compile(r"(t|crash|t\.doctor\.)[0-9a-f]{8}\.")
 def _delete_earlier_test_topics(bootstrap: str) -> None:
     """Delete what earlier test runs left on the broker (several hundred topics a run, which
     in-memory Tansu keeps). At the start, not the end: deleting topics that clients of this
-    process still hold made librdkafka crash the interpreter on its way out."""
+    process still hold made librdkafka crash the interpreter on its way out. A plain admin
+    client, not ``connectors.kafka.delete_topics``: its client (with a Python logger) made a
+    pytest process segfault at exit when used here or in ``new_topic`` (not understood)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     old = [t for t in admin.list_topics(timeout=30).topics if _TEST_TOPIC.match(t)]
     for fut in (admin.delete_topics(old, operation_timeout=30) if old else {}).values():
