@@ -231,13 +231,18 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
             log.warning("kafka source %s: offset commit failed: %s", self._part, err)
 
     def _check_broker(self) -> None:
-        """Raise if the broker has been unreachable for longer than ``fail_after_s``."""
+        """Raise if the broker has been unreachable for longer than ``fail_after_s``.
+
+        Only a metadata request answered after the error stops the clock: messages and
+        end-of-partition events still in the prefetch queue were fetched before the broker went
+        away, so they prove nothing (one such EOF used to reset the clock and hide the outage).
+        """
         if self._down_since is None:
             return
         if self._down_since != float("-inf"):
             if time.monotonic() - self._down_since < self._fail_after_s:
                 return
-            try:  # it may be back with nothing to say on an idle partition: ask it
+            try:  # it may be back (a blip, or nothing to say on an idle partition): ask it
                 self._consumer.list_topics(self._topic, timeout=2.0)
                 self._down_since = None
                 return
@@ -264,7 +269,6 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
             )[1]
         if not self._latest and self._min_ts is None and not any(map(_ERROR, msgs)):
             # The common case, data only: one C-level pass per field instead of a Python loop.
-            self._down_since = None  # the broker answers
             self._offset = cast(int, msgs[-1].offset()) + 1  # data messages have offsets
             out = cast(list[Message], list(zip(map(_KEY, msgs), map(_VALUE, msgs),
                                                map(_SECOND, map(_TIMESTAMP, msgs)), strict=True)))
@@ -288,7 +292,6 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self._down_since = None
                     if self._offset is None or m.offset() > self._offset:
                         self._offset = m.offset()
                     self._min_ts = None
@@ -301,7 +304,6 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
                     self._on_error(err)
                     continue
                 raise RuntimeError(f"Kafka source {self._part}: {err}")
-            self._down_since = None  # the broker answers
             off = m.offset()
             self._offset = off + 1
             if self._latest:

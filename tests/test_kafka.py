@@ -15,7 +15,7 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from connectors.kafka import (
     KafkaSink,
@@ -349,3 +349,18 @@ def test_source_fails_when_broker_unreachable() -> None:
     with pytest.raises(RuntimeError, match="unreachable"):
         KafkaSource("127.0.0.1:1", ["t"], fail_after_s=1.5).list_parts()
     assert time.monotonic() - start < 15
+
+
+def test_source_keeps_reading_after_a_blip(kafka_bootstrap: str, new_topic) -> None:
+    """A connection error starts the outage clock; only the broker answering a metadata request
+    stops it (a prefetched message or end of partition proves nothing), and then reading goes on.
+    """
+    topic = new_topic(1)
+    produce_lines(kafka_bootstrap, topic, lines(2), key_of=lambda _: b"k")
+    part = KafkaSource(kafka_bootstrap, [topic], fail_after_s=0.0).build_part(
+        "s", f"{topic}#0", None)
+    assert len(read_part(part, until=2)) == 2
+    part._on_error(KafkaError(KafkaError._TRANSPORT, "a blip"))  # type: ignore[attr-defined]
+    produce_lines(kafka_bootstrap, topic, lines(3, start=2), key_of=lambda _: b"k")
+    assert len(read_part(part, until=3)) == 3  # the probe found the broker: no error
+    part.close()  # type: ignore[attr-defined]
