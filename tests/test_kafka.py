@@ -363,4 +363,4 @@ def test_source_keeps_reading_after_a_blip(kafka_bootstrap: str, new_topic) -> N
     part._on_error(KafkaError(KafkaError._TRANSPORT, "a blip"))  # type: ignore[attr-defined]
     produce_lines(kafka_bootstrap, topic, lines(3, start=2), key_of=lambda _: b"k")
     assert len(read_part(part, until=3)) == 3  # the probe found the broker: no error
-    part.close()  # type: ignore[attr-defined]
+    part.close()
