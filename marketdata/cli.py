@@ -13,10 +13,9 @@ from collections.abc import Callable
 from typing import Any
 
 from dataflows import config as cfgmod
+from recovery.stores import FLOWS
 
 __all__ = ["main"]
-
-FLOWS = ("orderbook", "candles", "ticker")
 
 
 def _flow_config(flow: str, args: argparse.Namespace) -> Any:

@@ -421,11 +421,13 @@ def parse_groupings(spec: str) -> tuple[str, dict[str, str]]:
             per[k.strip()] = v.strip()
         else:
             default = part
-    for bucket in filter(None, [default, *per.values()]):
+    for key, bucket in [("", default), *per.items()]:
         try:
-            Grouping(bucket)
+            if bucket:
+                Grouping(bucket)
         except ValueError as e:  # DecimalError too
-            raise ValueError(f"grouping {bucket!r}: {e}") from None
+            where = f" for {key!r}" if key else ""
+            raise ValueError(f"grouping {bucket!r}{where}: {e}") from None
     return default, per
 
 

@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_PARTITIONS = 16
+FLOWS = ("orderbook", "candles", "ticker")  # the flows that keep state, so have a store
 """Well above any worker count we run: a store's partition count never changes."""
 
 _PART_NAME = re.compile(r"^part-(\d+)\.sqlite3$")
@@ -342,11 +343,14 @@ def inspect(flow: str, d: str | Path, topics: list[str] | None = None) -> StoreI
 
 def _check_flow(flow: str, info: StoreInfo) -> None:
     foreign = sorted(s for s in info.steps if not s.startswith(f"{flow}."))
-    if foreign:
-        info.problems.append(
-            f"the store holds state of other steps ({', '.join(foreign[:3])}): it belongs to "
-            f"another flow, or step ids changed (state under old step ids is never loaded)"
-        )
+    if not foreign:
+        return
+    owners = sorted({s.partition(".")[0] for s in foreign} & set(FLOWS))
+    whose = (f"the {' and '.join(owners)} flow's store ({', '.join(foreign[:3])}): give "
+             f"the {flow} flow a store directory of its own" if owners else
+             f"state of other steps ({', '.join(foreign[:3])}): it belongs to another flow, or "
+             f"step ids changed (state under old step ids is never loaded)")
+    info.problems.append(f"the store holds {whose}")
 
 
 def _topics(parts: dict[str, int | None]) -> set[str]:

@@ -455,7 +455,7 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             (TickerConfig, {"MD_EMIT_INTERVAL_MS": "-1"}, "emit_interval_ms must not be negative"),
             # a bad bucket was a Rust panic at the first event; bad feeds one inside the flow
             (BookConfig, {"MD_GROUPING": "ETH-USDT"}, "grouping 'ETH-USDT'"),
-            (BookConfig, {"MD_GROUPING": "BTC-USDT=0"}, "bucket must be positive"),
+            (BookConfig, {"MD_GROUPING": "BTC-USDT=0"}, "'0' for 'BTC-USDT': .*must be positive"),
             (CandleConfig, {"MD_RETENTION": "0"}, "retention must be at least 1"),
             (TickerConfig, {"MD_LOG_LEVEL": "LOUD"}, "log_level must be DEBUG"),
             (TickerConfig, {"MD_METRICS_PORT": "99999"}, "metrics_port must be 0"),

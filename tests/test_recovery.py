@@ -363,7 +363,8 @@ def test_check_rejects_garbage_renamed_and_empty(tmp_store: Any, tmp_path: Path)
 
 def test_check_rejects_another_flows_store(tmp_store: Any) -> None:
     d = _kafkaish_store(tmp_store)
-    with pytest.raises(stores.StoreError, match="another flow"):
+    with pytest.raises(stores.StoreError, match=r"the candles flow's store .*: give the ticker "
+                       r"flow a store directory of its own"):
         stores.check("ticker", d, ["md.trades"])
 
 
