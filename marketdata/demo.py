@@ -69,7 +69,6 @@ def _status_lines(client: redis.Redis, t0: float, rate: float, api: str, feeds: 
                   procs: dict[str, subprocess.Popen[bytes]], cfg: CommonConfig) -> list[str]:
     from connectors.redis import read_candles, read_ticker
 
-    now_ms = time.time() * 1000
     lines = [f"marketdata demo — up {time.time() - t0:4.0f}s — {rate:,.0f} events/s into Kafka "
              f"— dashboard: {api}",
              "flows: " + "  ".join(f"{n}={'running' if p.poll() is None else f'EXIT {p.poll()}'}"
@@ -95,6 +94,7 @@ def _status_lines(client: redis.Redis, t0: float, rate: float, api: str, feeds: 
         if raw is None:
             continue
         b = orjson.loads(raw)
+        now_ms = time.time() * 1000  # read after the book: the lag query above takes a second
         bid = b["bids"][0][0] if b["bids"] else "-"
         ask = b["asks"][0][0] if b["asks"] else "-"
         age = f"{(now_ms - b['ts']) / 1000:.1f}s"
