@@ -8,6 +8,7 @@ are skipped here as a topic would never carry them, unknown ones pass on to be d
 from __future__ import annotations
 
 import gzip
+import io
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +26,14 @@ _KNOWN_TYPES = frozenset({"book", "trade"})
 
 
 def open_lines(path: str | Path) -> IO[bytes]:
-    """Open a JSON-lines file, gzip-compressed when its name ends in ``.gz``."""
+    """Open a JSON-lines file, gzip-compressed when its name ends in ``.gz``; ``-`` is standard
+    input (gzip-compressed when it starts with gzip's magic bytes), for pipelines such as
+    ``marketdata normalize ... --output - | marketdata replay ... --input -``."""
+    if str(path) == "-":
+        stdin = sys.stdin.buffer
+        if isinstance(stdin, io.BufferedReader) and stdin.peek(2)[:2] == b"\x1f\x8b":
+            return gzip.open(stdin, "rb")  # type: ignore[return-value]
+        return stdin
     p = Path(path)
     return gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # type: ignore[return-value]
 

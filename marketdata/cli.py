@@ -40,7 +40,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from dataflows import metrics
 
     try:
-        open_lines(args.input).close()
+        if args.input != "-":  # standard input is read once, by the flow
+            open_lines(args.input).close()
     except OSError as e:
         print(f"marketdata replay: cannot read {args.input}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -61,7 +62,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     in0, out0 = counts()
-    print(f"replaying {args.input} through {args.flow} -> {args.output}", file=sys.stderr)
+    src = "standard input" if args.input == "-" else args.input
+    dst = "standard output" if args.output == "-" else args.output
+    print(f"replaying {src} through {args.flow} -> {dst}", file=sys.stderr)
     run_main(flow, epoch_interval=None)
     took = time.perf_counter() - started
     in1, out1 = counts()
@@ -125,7 +128,8 @@ def _add_replay(sub: Any) -> None:
         "order; .gz allowed) instead of Kafka, writing what it emits as JSON lines instead of "
         "Redis. Timers and watermarks follow event time; open windows are flushed at the end.")
     p.add_argument("flow", choices=FLOWS)
-    p.add_argument("--input", required=True, help="events.jsonl or events.jsonl.gz")
+    p.add_argument("--input", required=True,
+                   help="events.jsonl or events.jsonl.gz ('-' for standard input)")
     p.add_argument("--output", required=True, help="out.jsonl ('-' for standard output)")
     p.add_argument("--deadletters", help="write rejected events here (JSON lines)")
     g = p.add_argument_group("flow settings (default: MD_* variables, then built-in defaults)")

@@ -64,6 +64,18 @@ def test_replay_is_deterministic(tmp_path: Path, flow: str) -> None:
     assert a[0] == b[0]
 
 
+@pytest.mark.parametrize("compressed", [True, False])
+def test_replay_reads_standard_input(tmp_path: Path, compressed: bool) -> None:
+    """``--input -``: the end of a pipe (``normalize --output - | replay --input -``), gzip or
+    not, gives what the file gives."""
+    _replay("candles", ETH, tmp_path / "file.jsonl")
+    data = ETH.read_bytes() if compressed else gzip.decompress(ETH.read_bytes())
+    res = subprocess.run([MD, "replay", "candles", "--input", "-", "--output", "-"], input=data,
+                         capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr.decode()
+    assert res.stdout == (tmp_path / "file.jsonl").read_bytes()
+
+
 BAD = [
     (b'{"type":"trade","ex":"x","sym":"A-B","ts":60000,"rts":1,"id":"9","qty":"1","side":"buy"}',
      "missing field px"),
