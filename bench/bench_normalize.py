@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -91,6 +93,53 @@ def book_split(exchange: str, frames: list[Frame], book: list[bool]) -> tuple[fl
     return spent, floor
 
 
+def _kraken_skeleton(raw: str | bytes) -> list[dict[str, Any]]:
+    msg = orjson.loads(raw)
+    if type(msg) is dict:
+        return []
+    part = msg[1]
+    return [{"type": "book", "ex": "kraken", "sym": msg[-1], "ts": 0, "rts": 0,
+             "action": "update", "seq": 1, "prev_seq": 0,
+             "bids": [[lv[0], lv[1]] for lv in part.get("b", ())],
+             "asks": [[lv[0], lv[1]] for lv in part.get("a", ())]}]
+
+
+def _coinbase_skeleton(raw: str | bytes) -> list[dict[str, Any]]:
+    msg = orjson.loads(raw)
+    if msg.get("type") != "l2update":
+        return []
+    bids: list[list[str]] = []
+    asks: list[list[str]] = []
+    for side, px, qty in msg["changes"]:
+        (bids if side == "buy" else asks).append([px, qty])
+    return [{"type": "book", "ex": "coinbase", "sym": msg["product_id"], "ts": 0, "rts": 0,
+             "action": "update", "seq": 1, "prev_seq": 0, "bids": bids, "asks": asks}]
+
+
+# The least any Python handler does with a small book frame: decode it, pick its fields, build
+# the event dict. No validation, no sequence check, no book, no checksum.
+SKELETONS: list[tuple[str, Callable[[str | bytes], list[dict[str, Any]]]]] = [
+    ("cryptofeed/KRAKEN.ws.50.0", _kraken_skeleton),
+    ("cryptofeed/COINBASE.ws.28.0", _coinbase_skeleton),
+]
+
+
+def skeletons(repeat: int) -> None:
+    print("\nthe least a Python handler does (decode, pick the fields, build the event dict; no "
+          "checks, no book), x the decode floor, best of", repeat)
+    for name, fn in SKELETONS:
+        frames = [fr for fr in read_frames(DATA / name) if fr.kind != "rest"]
+        raws = [fr.raw for fr in frames]
+        floors, runs = [], []
+        for _ in range(repeat):
+            floors.append(decode_floor(frames))
+            t0 = time.perf_counter()
+            for raw in raws:
+                fn(raw)
+            runs.append(time.perf_counter() - t0)
+        print(f"  {Path(name).name:<24} {min(runs) / min(floors):>5.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=5)
@@ -115,6 +164,7 @@ def main() -> None:
         print(f"{exchange:<16} {Path(names[0]).name[:24]:<24} {n:>7} {runs[0][1]:>7} "
               f"{n / floor:>11,.0f} {n / cold:>9,.0f} {n / warm:>9,.0f} {cold / floor:>5.1f}x "
               f"{warm / floor:>5.1f}x {nb:>7} {nb / spent:>9,.0f} {spent / book_floor:>5.1f}x")
+    skeletons(max(args.repeat, 3))
 
 
 if __name__ == "__main__":
