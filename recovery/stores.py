@@ -48,8 +48,8 @@ __all__ = [
 ]
 
 DEFAULT_PARTITIONS = 16
-FLOWS = ("orderbook", "candles", "ticker")  # the flows that keep state, so have a store
 """Well above any worker count we run: a store's partition count never changes."""
+FLOWS = ("orderbook", "candles", "ticker")  # the flows that keep state, so have a store
 
 _PART_NAME = re.compile(r"^part-(\d+)\.sqlite3$")
 
