@@ -55,6 +55,7 @@ __all__ = [
     "parse_start",
     "partition_lag",
     "produce_lines",
+    "source_behind",
 ]
 
 # High watermark minus the next offset to read, per partition, from the last fetch (no extra
@@ -81,6 +82,21 @@ FETCH_DEFAULTS: dict[str, Any] = {
     "fetch.queue.backoff.ms": 10,
     "queued.min.messages": 20_000,
 }
+# The partitions of this process that have more than a batch waiting (in the broker or the
+# local queue) after their last read: while any has, the flows' event time follows the data alone
+# (see source_behind).
+_BEHIND: set[str] = set()
+
+
+def source_behind() -> bool:
+    """Whether a Kafka source partition of this process is behind: more than a batch waiting
+    after its last read. The live flows map event time to the clock for quiet symbols only while
+    no partition is: during a backlog (every restart, any stall) the clock runs ahead of the
+    data, and a candle flow then closed minutes whose trades were still waiting in Kafka and
+    dead-lettered them as late."""
+    return bool(_BEHIND)
+
+
 _UNUSED_GROUP = "md-unused"  # librdkafka wants a group.id even when nothing joins or commits
 _BROKER_DOWN = frozenset({KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT})
 _KEY, _VALUE, _TIMESTAMP = ConfluentMessage.key, ConfluentMessage.value, ConfluentMessage.timestamp
@@ -260,6 +276,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
         msgs = self._consumer.consume(self._batch_size, 0)
         if not msgs:
             self._awake = datetime.now(UTC) + IDLE_WAIT
+            _BEHIND.discard(self._part)
             return []
         self._awake = None
         if self._latest and self._skip_below is None:
@@ -279,7 +296,12 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
             high = self._consumer.get_watermark_offsets(
                 TopicPartition(self._topic, self._idx), cached=True)[1]
             if high >= 0:
-                LAG.labels(self._topic, str(self._idx)).set(max(0, high - self._offset))
+                lag = high - self._offset
+                LAG.labels(self._topic, str(self._idx)).set(max(0, lag))
+                if lag > self._batch_size:
+                    _BEHIND.add(self._part)
+                else:
+                    _BEHIND.discard(self._part)
         if self._latest or self._min_ts is not None:
             # Still skipping: a resume must redo the start, not trust the skipped position.
             self._offset = None
@@ -342,6 +364,7 @@ class _KafkaPartition(StatefulSourcePartition[Message, int | None]):
                 log.warning("kafka source %s: final offset commit failed: %s", self._part, e)
         log.info("kafka source %s: %d messages read, next offset %s%s", self._part, self._read,
                  "?" if off is None else off, " (end of partition)" if self._eof else "")
+        _BEHIND.discard(self._part)
         self._consumer.close()
 
 

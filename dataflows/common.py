@@ -14,7 +14,7 @@ import pickle
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -24,7 +24,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.kafka import Message
+from connectors.kafka import Message, source_behind
 from dataflows import metrics
 from operators.events import NATIVE, BookEvent, DeadLetter, Trade, decode, decode_trades
 
@@ -43,6 +43,9 @@ class KeyedState(Protocol):
     def advance(self, now_ms: int) -> list[dict[str, Any]]: ...
     def flush(self) -> list[dict[str, Any]]: ...
     def next_deadline(self) -> int | None: ...
+
+
+_RECHECK = timedelta(seconds=1)  # a due timer's next look while the source is behind
 
 
 def _now_ms() -> int:
@@ -90,7 +93,9 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
     """Decodes messages for one key and drives its state; in live mode also from the clock.
 
     Event time maps to the clock by the newest event: ``event_now = max_ts + (wall - wall_then)``,
-    so a quiet symbol's timers (book throttle, candle close) still fire on time. Replay never
+    so a quiet symbol's timers (book throttle, candle close) still fire on time; but only while
+    the Kafka source is caught up (``source_behind``): with a backlog the clock runs ahead of the
+    data, and a candle flow closed minutes whose trades still waited in Kafka. Replay never
     looks at the clock: its output is a function of the input alone.
     """
 
@@ -183,13 +188,16 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
         d = self.state.next_deadline()
         if d is None:
             return None
+        if source_behind():  # the clock may not move event time now: look again later
+            return datetime.now(UTC) + _RECHECK
         at = self.wall + max(0, d - self.max_ts)
         return datetime.fromtimestamp(at / 1000, tz=UTC)
 
     def on_notify(self) -> tuple[list[Batch], bool]:
         if self.state is None:
             return [], StatefulBatchLogic.RETAIN
-        out = self.state.advance(self.max_ts + max(0, _now_ms() - self.wall))
+        now = self.max_ts if source_behind() else self.max_ts + max(0, _now_ms() - self.wall)
+        out = self.state.advance(now)
         metrics.count_batch(self.flow, 0, out)
         return _batched(out), StatefulBatchLogic.RETAIN
 

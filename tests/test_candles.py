@@ -469,3 +469,31 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             from_env(cls, env)
     assert from_env(BookConfig, {"MD_GROUPING": "0.5,binance:BTC-USDT=10"}).grouping
     assert from_env(IngestConfig, {"MD_FEEDS": "okx:BTC-USDT,kraken:ETH-USD"}).feeds
+
+
+def test_live_clock_waits_for_a_source_that_is_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Live, a quiet symbol's event time follows the clock, but not while the Kafka source is
+    behind: with a backlog the clock runs ahead of the data, and a minute closed on the clock
+    while trades of it still waited in Kafka, read later and dead-lettered as late."""
+    from connectors import kafka
+    from dataflows import candles as candle_flow
+    from dataflows.common import _Logic
+    from dataflows.config import CandleConfig
+
+    make = candle_flow.state_factory(CandleConfig(intervals=["1m"]))
+    t = 1_700_000_040_000  # the start of a minute
+
+    def msg(ts: int, tid: int) -> tuple[bytes, bytes, int]:
+        return (b"binance:ETH-USDT", b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":%d,'
+                b'"rts":%d,"id":"%d","px":"1.5","qty":"2","side":"buy"}' % (ts, ts, tid), 0)
+
+    for behind, late in ((True, 0), (False, 1)):
+        monkeypatch.setattr(kafka, "_BEHIND", {"md.trades#0"} if behind else set())
+        logic = _Logic("candles", Trade, make, True, None)
+        logic.on_batch([msg(t, 1)])
+        logic.wall -= 120_000  # two minutes of wall time with no trade of this symbol read
+        logic.on_notify()
+        out, _ = logic.on_batch([msg(t + 10_000, 2)])  # traded 10 s later, read only now
+        dead = [r for _, d in out for r in d]
+        assert len(dead) == late, dead
+        assert all("late trade" in r["reason"] for r in dead)

@@ -364,3 +364,19 @@ def test_source_keeps_reading_after_a_blip(kafka_bootstrap: str, new_topic) -> N
     produce_lines(kafka_bootstrap, topic, lines(3, start=2), key_of=lambda _: b"k")
     assert len(read_part(part, until=3)) == 3  # the probe found the broker: no error
     part.close()
+
+
+def test_source_says_when_it_is_behind(kafka_bootstrap: str, new_topic) -> None:
+    """More than a batch waiting after a read: the flows stop mapping event time to the clock."""
+    from connectors.kafka import source_behind
+
+    topic = new_topic(1)
+    produce_lines(kafka_bootstrap, topic, lines(3000), key_of=lambda _: b"k")
+    part = KafkaSource(kafka_bootstrap, [topic], batch_size=500).build_part(
+        "s", f"{topic}#0", None)
+    got = read_part(part, until=1)
+    assert source_behind() and len(got) <= 500
+    got += read_part(part, until=3000 - len(got))
+    part.next_batch()  # an empty read: caught up
+    assert not source_behind() and len(got) == 3000
+    part.close()

@@ -379,7 +379,7 @@ def test_live_handler_resyncs_after_every_fault(tmp_path: Path) -> None:
     assert h["checksum_unverified"] == 0 and h["trades"] > 10
     # the raw-frame recording replays offline (`marketdata normalize kraken_v2`) to the same events
     out = io.BytesIO()
-    normalize_files("kraken_v2", [rec], out)
+    normalize_files("kraken_v2", [rec], out, seq_base=feed.handler.seq_base)
     assert out.getvalue().splitlines() == [orjson.dumps(e) for e in rb.events]
 
 

@@ -115,7 +115,7 @@ def test_recording_replays_to_the_live_events(tmp_path: Path) -> None:
     for ex, f in feeds.items():
         live = [orjson.dumps(e) for e in f.events]
         out = io.BytesIO()
-        normalize_files(ex, [tmp_path / f"{ex}.ws.1.0"], out)
+        normalize_files(ex, [tmp_path / f"{ex}.ws.1.0"], out, seq_base=f.handler.seq_base)
         assert out.getvalue().splitlines() == live, ex
         assert len(live) > 300
 

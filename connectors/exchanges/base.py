@@ -11,6 +11,10 @@ Sequence numbers: where the exchange gives none (Kraken v1, OKX before ``seqId``
 Exchange ``level2``), the handler numbers each symbol's book events itself, 1, 2, 3, ... starting
 with the first snapshot and never going back (a resync snapshot takes the next number), and chains
 ``prev_seq`` to the previous number, so that the order book operator detects gaps uniformly.
+Live, the numbers start after ``seq_base``, the handler's creation time in microseconds, so that a
+restarted ingestion's numbers stay above the previous run's: from 1 again, every book downstream
+would take its new snapshot for an old one re-delivered, and freeze. Offline (``normalize``) they
+start at 1, a function of the recording alone.
 A book that fails the exchange's checksum reaches consumers as a gap (a failing update skips a
 number; a failing snapshot is followed by an empty update that does): their book turns ``stale``
 until the resync snapshot, as the handler's own does.
@@ -156,6 +160,7 @@ class Handler:
         self._unsynced: set[str] = set()
         self._raw: str | bytes = b""
         self._seq: dict[str, int] = {}  # the numbers of feeds without a sequence of their own
+        self.seq_base = 0  # where they start (live: the creation time, module doc)
 
     # -- hooks a transport drives ------------------------------------------------------------
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
@@ -223,7 +228,7 @@ class Handler:
 
     def _next(self, sym: str) -> int:
         """The next number of ``sym``'s book events, for feeds that give none (module doc)."""
-        n = self._seq.get(sym, 0) + 1
+        n = self._seq.get(sym, self.seq_base) + 1
         self._seq[sym] = n
         return n
 

@@ -92,13 +92,18 @@ def endpoint_for(exchange: str, simulator: str = "",
 
 
 def make_handler(exchange: str) -> Handler:
-    """A fresh handler for a live connection (Coinbase: Advanced Trade, which numbers frames)."""
+    """A fresh handler for a live connection (Coinbase: Advanced Trade, which numbers frames),
+    numbering the books of feeds without a sequence above any earlier run's (``seq_base``)."""
     if exchange == "coinbase":
-        return CoinbaseHandler(api="advanced")
-    cls = HANDLERS.get(exchange)
-    if cls is None:
-        raise ValueError(f"unknown exchange {exchange!r}; one of {', '.join(sorted(HANDLERS))}")
-    return cls()
+        h: Handler = CoinbaseHandler(api="advanced")
+    else:
+        cls = HANDLERS.get(exchange)
+        if cls is None:
+            raise ValueError(
+                f"unknown exchange {exchange!r}; one of {', '.join(sorted(HANDLERS))}")
+        h = cls()
+    h.seq_base = time.time_ns() // 1000  # < 2**53 (exact in any JSON reader) until 2255
+    return h
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,9 @@ class LiveFeed:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> LiveFeed:
+        if self._recorder is not None:  # what `normalize_files(..., seq_base=)` needs to match
+            log.info("%s: recording frames to %s; books numbered from seq_base %d",
+                     self.exchange, self.options.record_path, self.handler.seq_base)
         self._thread = threading.Thread(target=self.run, name=f"feed-{self.exchange}",
                                         daemon=True)
         self._thread.start()

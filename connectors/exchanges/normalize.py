@@ -34,12 +34,18 @@ def normalize_frames(handler: Handler, frames: Iterable[Frame]) -> Iterable[dict
             yield from handler.on_frame(fr.raw, fr.rts)
 
 
-def normalize_files(exchange: str, paths: list[Path], out: IO[bytes]) -> dict[str, int]:
-    """Normalize ``paths`` as one session of ``exchange`` into ``out``; return the stats."""
+def normalize_files(exchange: str, paths: list[Path], out: IO[bytes],
+                    seq_base: int = 0) -> dict[str, int]:
+    """Normalize ``paths`` as one session of ``exchange`` into ``out``; return the stats.
+
+    ``seq_base``: where the handler's own book numbers start (feeds without a sequence): 0
+    counts from 1; a live session's base (ingestion logs it) reproduces its events exactly.
+    """
     cls = HANDLERS.get(exchange)
     if cls is None:
         raise ValueError(f"unknown exchange {exchange!r}; one of {', '.join(sorted(HANDLERS))}")
     handler: Handler = cls()
+    handler.seq_base = seq_base
     write = out.write
     dumps = orjson.dumps
     for path in paths:
