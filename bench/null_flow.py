@@ -36,6 +36,8 @@ class NullState:
     def flush(self) -> list[dict[str, Any]]:
         return []
 
+    settle = flush
+
     def next_deadline(self) -> int | None:
         return None
 

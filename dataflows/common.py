@@ -41,7 +41,8 @@ class KeyedState(Protocol):
     with ``on_event``."""
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]: ...
-    def flush(self) -> list[dict[str, Any]]: ...
+    def flush(self) -> list[dict[str, Any]]: ...  # the end of the input (replay): of time
+    def settle(self) -> list[dict[str, Any]]: ...  # the end of a live run's input: for now
     def next_deadline(self) -> int | None: ...
 
 
@@ -202,9 +203,12 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
         return _batched(out), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Batch], bool]:
+        """Replay: the end of time (every window closes). Live (``MD_STOP_AT_END``, a
+        backfill): only of what Kafka holds now; closing today's candles would publish them
+        closed to Redis and carry them closed into the next run's state."""
         if self.state is None:
             return [], StatefulBatchLogic.RETAIN
-        out = self.state.flush()
+        out = self.state.settle() if self.live else self.state.flush()
         metrics.count_batch(self.flow, 0, out)
         return _batched(out), StatefulBatchLogic.RETAIN
 

@@ -392,6 +392,17 @@ class CandleState:
         self.stats["emitted"] += len(out)
         return out
 
+    def settle(self) -> list[dict[str, Any]]:
+        """The end of the input for now, not of time (a live run stopped at the end of its
+        partitions, a backfill): emit the throttled updates at once, close nothing the
+        watermark has not passed. ``flush`` would close today's candles, and the state would
+        carry them closed into the next run."""
+        out: list[dict[str, Any]] = []
+        self._next = [_NEG] * len(self._ivs)
+        self._emit_due(out)
+        self.stats["emitted"] += len(out)
+        return out
+
     def next_deadline(self) -> int | None:
         """Earliest event time (ms) at which ``advance`` would emit something, or ``None``."""
         best = self._soonest

@@ -527,3 +527,5 @@ class BookState:
     def flush(self) -> list[dict[str, Any]]:
         """End of input: emit what is pending."""
         return [self._emit(self.last_ts)] if self.pending else []
+
+    settle = flush  # the end of the input for now (a live run's): the same, nothing ends

@@ -417,6 +417,8 @@ class TickerState:
         """End of input: emit the pending record, if any, regardless of the throttle."""
         return [self._emit()] if self._dirty else []
 
+    settle = flush  # the end of the input for now (a live run's): the same, nothing ends
+
     def next_deadline(self) -> int | None:
         """Earliest event time (ms) at which ``advance`` would emit, or ``None``."""
         return self._next if self._dirty else None

@@ -69,3 +69,27 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
     for p in procs:
         p.wait(timeout=30)
+
+
+def stopped_at_end(records: list[dict], events: list[bytes], lateness_ms: int = 2000) -> list[dict]:
+    """Replay's records as a live run stopped at the end of its input (``MD_STOP_AT_END``) leaves
+    them. Replay ends time there: every candle closes, gaps up to the last trade are filled. A
+    live run ends only its input: a candle that its symbol's watermark (newest trade time minus
+    the lateness, to the minute) has not passed stays open with the same trades, and a minute
+    with no trade after the watermark is not filled yet."""
+    newest: dict[tuple[str, str], int] = {}
+    for line in events:
+        e = orjson.loads(line)
+        if e["type"] == "trade":
+            k = (e["ex"], e["sym"])
+            newest[k] = max(newest.get(k, 0), e["ts"])
+    out = []
+    for r in records:
+        if r["type"] == "candle":
+            wm = newest[(r["ex"], r["sym"])] - lateness_ms
+            if r["T"] + 1 > wm - wm % 60_000:  # not passed: open, or not there at all
+                if r["n"] == 0 and r["t"] >= wm - wm % 60_000:
+                    continue
+                r = {**r, "closed": False}
+        out.append(r)
+    return out

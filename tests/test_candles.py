@@ -308,6 +308,21 @@ def test_flush_after_flush_trades_are_late() -> None:
     assert out[0]["type"] == "deadletter"
 
 
+def test_settle_emits_what_is_throttled_and_closes_nothing() -> None:
+    """A live run stopped at the end of its input (a backfill): the throttled update goes out,
+    open, and the state carries on; ``flush`` would close the candles for good."""
+    s = CandleState(CandleParams(intervals=("1m", "1h"), emit_interval_ms=1000))
+    s.on_trade(mk(BASE + 100, 1, "10", "1"))
+    assert s.on_trade(mk(BASE + 300, 2, "11", "1")) == []  # throttled
+    out = s.settle()
+    assert [(r["iv"], r["h"], r["n"], r["closed"]) for r in out] == [
+        ("1m", "11", 2, False), ("1h", "11", 2, False)]
+    assert s.settle() == []  # nothing pending
+    out = s.on_trade(mk(BASE + 2000, 3, "9", "1"))  # the next run: the same minute, not late
+    assert [(r["iv"], r["l"], r["n"], r["closed"]) for r in out] == [
+        ("1m", "9", 3, False), ("1h", "9", 3, False)]
+
+
 def test_record_shape() -> None:
     s = CandleState(CandleParams(intervals=("1m",)))
     s.on_trade(mk(BASE + 5, 7, "2683.80000000", "0.00200000", "binance", "ETH-USDT"))

@@ -36,6 +36,7 @@ from connectors.redis import read_book, read_candles, read_ticker
 from dataflows import candles, orderbook, ticker
 from dataflows.config import BookConfig, CandleConfig, TickerConfig
 from recovery import stores
+from tests.flowrun import stopped_at_end
 from tests.util import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -266,7 +267,7 @@ def test_kill9_and_resume_equals_reference(flow: str, seed: int, workers: tuple[
     lines = spec["events"](ex, random.Random(seed * 7919))
     work = Path(tempfile.mkdtemp(prefix="mdcrash-"))
     try:
-        expected = _expected(flow, _replay_reference(flow, lines, work))
+        expected = _expected(flow, stopped_at_end(_replay_reference(flow, lines, work), lines))
         produce_lines(bootstrap, f"{prefix}{spec['topic']}", lines)
         store = stores.init(work / "store" / flow, 8)
         cluster = Cluster(flow, store, env, work)

@@ -16,7 +16,14 @@ import redis
 
 from connectors.kafka import ensure_topics, produce_lines
 from connectors.redis import read_book, read_candles, read_ticker
-from tests.flowrun import flow_env, recorded_events, start_flow, stop, unique_prefix
+from tests.flowrun import (
+    flow_env,
+    recorded_events,
+    start_flow,
+    stop,
+    stopped_at_end,
+    unique_prefix,
+)
 from tests.util import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -132,7 +139,7 @@ def test_orderbook_flow_kafka_to_redis(feed, kafka_bootstrap, redis_url, tmp_pat
 def test_candle_and_ticker_flows_kafka_to_redis(feed, kafka_bootstrap, redis_url,
                                                 tmp_path) -> None:
     prefix, events, ex = feed
-    candles = _final_by_key(_replay("candles", events, tmp_path))
+    candles = _final_by_key(stopped_at_end(_replay("candles", events, tmp_path), events))
     tickers = _final_by_key(_replay("ticker", events, tmp_path))
     client = redis.Redis.from_url(redis_url)
     env = flow_env(prefix, kafka_bootstrap, redis_url, MD_STOP_AT_END="1")
