@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -23,6 +25,10 @@ from connectors.kafka import Message
 __all__ = ["DiscardSink", "JsonLinesSink", "ReplaySource", "open_lines"]
 
 _KNOWN_TYPES = frozenset({"book", "trade"})
+# What went wrong in this process's replays, for the CLI to say in one line once the flow is done:
+# an exception inside a Bytewax step prints a Rust panic and two tracebacks instead.
+READ_ERRORS: list[str] = []  # an input that could not be read to its end (truncated gzip, ...)
+BROKEN_PIPES: list[str] = []  # an output whose reader went away (`| head`)
 
 
 def open_lines(path: str | Path) -> IO[bytes]:
@@ -63,17 +69,21 @@ class _Part(StatefulSourcePartition[Message, int]):
 
     def next_batch(self) -> list[Message]:
         out: list[Message] = []
-        for line in self.lines:
-            self.pos += 1
-            line = line.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            key, kind = _key(line)
-            if kind in _KNOWN_TYPES and kind != self.want:
-                continue
-            out.append((key, line, 0))
-            if len(out) >= self.batch:
-                return out
+        try:
+            for line in self.lines:
+                self.pos += 1
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                key, kind = _key(line)
+                if kind in _KNOWN_TYPES and kind != self.want:
+                    continue
+                out.append((key, line, 0))
+                if len(out) >= self.batch:
+                    return out
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            READ_ERRORS.append(f"after line {self.pos}: {e}")
+            self.lines = iter(())  # what was read goes through the flow; then the end
         if not out:
             raise StopIteration
         return out
@@ -105,10 +115,23 @@ class _SinkPart(StatelessSinkPartition[dict[str, Any]]):
         self.fh = fh
 
     def write_batch(self, items: list[dict[str, Any]]) -> None:
-        self.fh.write(b"".join(orjson.dumps(r) + b"\n" for r in items))
+        try:
+            self.fh.write(b"".join(orjson.dumps(r) + b"\n" for r in items))
+        except BrokenPipeError:
+            self._broken()
+
+    def _broken(self) -> None:
+        """The reader went away (``| head``): what follows goes nowhere, as Unix tools stop,
+        the interpreter's own flush at exit included."""
+        BROKEN_PIPES.append(str(getattr(self.fh, "name", "?")))
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self.fh.fileno())
 
     def close(self) -> None:
-        self.fh.flush()
+        try:
+            self.fh.flush()
+        except BrokenPipeError:
+            self._broken()
+            self.fh.flush()
         if self.fh.fileno() > 2:
             self.fh.close()
 

@@ -33,26 +33,39 @@ def _replay_builder(flow: str) -> Callable[..., Any]:
     return replay
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return False
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     from bytewax.testing import run_main
 
-    from connectors.files import open_lines
+    from connectors import files
     from dataflows import metrics
 
     try:
         if args.input != "-":  # standard input is read once, by the flow
-            open_lines(args.input).close()
+            files.open_lines(args.input).close()
     except OSError as e:
         print(f"marketdata replay: cannot read {args.input}: {e.strerror or e}", file=sys.stderr)
         return 2
     for path in (args.output, args.deadletters):
         if path and path != "-":
+            if args.input != "-" and _same_file(path, args.input):
+                print(f"marketdata replay: {path} is the input: writing it would destroy it",
+                      file=sys.stderr)
+                return 2
             try:
                 open(path, "ab").close()  # the sinks truncate it; fail here, in one line
             except OSError as e:
                 print(f"marketdata replay: cannot write {path}: {e.strerror or e}",
                       file=sys.stderr)
                 return 2
+    files.READ_ERRORS.clear()
+    files.BROKEN_PIPES.clear()
     cfg = _flow_config(args.flow, args)
     flow = _replay_builder(args.flow)(cfg, args.input, args.output, args.deadletters)
     def counts() -> tuple[float, dict[str, float]]:  # process-wide counters: take the change
@@ -67,6 +80,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     print(f"replaying {src} through {args.flow} -> {dst}", file=sys.stderr)
     run_main(flow, epoch_interval=None)
     took = time.perf_counter() - started
+    if files.READ_ERRORS:  # what was read went through; say where the input broke off
+        print(f"marketdata replay: cannot read {src} to its end: {files.READ_ERRORS[0]}",
+              file=sys.stderr)
+        return 2
+    if files.BROKEN_PIPES:  # the reader went away (`| head`): stop quietly, as Unix tools do
+        return 0
     in1, out1 = counts()
     n_in, out = in1 - in0, {t: out1[t] - out0[t] for t in out1}
     emitted = sum(v for t, v in out.items() if t != "deadletter")

@@ -613,8 +613,14 @@ def _connect_redis(cfg: DoctorConfig) -> tuple[redis.Redis | None, str | None]:
 
 
 def diagnose(cfg: DoctorConfig, now_ms: int | None = None) -> Report:
-    """Run the six checks in order; ``now_ms`` fixes the clock (tests)."""
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    """Run the six checks in order; ``now_ms`` fixes the clock (tests). Otherwise each check
+    reads the clock when it starts: the Kafka lag sampling takes seconds, and the books' ages
+    measured from the doctor's start read negative."""
+
+    def clock() -> int:
+        return time.time_ns() // 1_000_000 if now_ms is None else now_ms
+
+    now = clock()
     client, redis_error = _connect_redis(cfg)
     try:
         hbs = heartbeat.read_all(client) if client is not None else None
@@ -625,8 +631,8 @@ def diagnose(cfg: DoctorConfig, now_ms: int | None = None) -> Report:
         cause = next((name for name, bad in (
             ("flows", bool(down & set(BOOK_FLOWS))), ("kafka", kafka.status == FAIL),
             ("feeds", feeds.status == FAIL)) if bad), None)
-        store = check_redis(cfg, client, redis_error, cause, now)
-        recovery = check_recovery(cfg, down, now)
+        store = check_redis(cfg, client, redis_error, cause, clock())
+        recovery = check_recovery(cfg, down, clock())
     finally:
         if client is not None:
             client.close()

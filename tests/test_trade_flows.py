@@ -76,6 +76,31 @@ def test_replay_reads_standard_input(tmp_path: Path, compressed: bool) -> None:
     assert res.stdout == (tmp_path / "file.jsonl").read_bytes()
 
 
+def test_replay_fails_in_one_line_on_what_it_cannot_read_or_write(tmp_path: Path) -> None:
+    """A truncated or mislabelled gzip input, an output that is the input, a reader that goes
+    away: one line and an exit code, no Rust panic, no traceback, the input left alone."""
+    trunc = tmp_path / "trunc.jsonl.gz"
+    trunc.write_bytes(ETH.read_bytes()[:200_000])
+    plain = tmp_path / "plain.jsonl.gz"
+    plain.write_bytes(gzip.decompress(ETH.read_bytes())[:5000])
+    same = tmp_path / "same.jsonl"
+    same.write_bytes(gzip.decompress(ETH.read_bytes())[:20_000])
+    for args, message in [
+            (["--input", str(trunc), "--output", str(tmp_path / "o")], "ended before"),
+            (["--input", str(plain), "--output", str(tmp_path / "o")], "Not a gzipped file"),
+            (["--input", str(same), "--output", str(same)], "is the input")]:
+        res = subprocess.run([MD, "replay", "candles", *args], capture_output=True, timeout=120)
+        err = res.stderr.decode()
+        assert res.returncode == 2 and message in err, err
+        assert "panicked" not in err and "Traceback" not in err
+    assert len(same.read_bytes()) == 20_000
+    # `| head -1`: the reader goes away after a line; the replay stops quietly
+    res = subprocess.run(f"'{MD}' replay candles --input '{ETH}' --output - | head -1",
+                         shell=True, capture_output=True, timeout=120)
+    assert res.stdout.count(b"\n") == 1 and b"panicked" not in res.stderr
+    assert b"Traceback" not in res.stderr and b"Broken pipe" not in res.stderr
+
+
 BAD = [
     (b'{"type":"trade","ex":"x","sym":"A-B","ts":60000,"rts":1,"id":"9","qty":"1","side":"buy"}',
      "missing field px"),
