@@ -7,7 +7,19 @@ import argparse
 import os
 from typing import Any
 
-__all__ = ["cmd_api", "register"]
+__all__ = ["cmd_api", "port", "register"]
+
+
+def port(text: str) -> int:
+    """An argparse type: a TCP port number (a port above 65535 was silently taken modulo 65536)."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535; the flag or "
+                                         "MD_API_PORT)")
+    return n
 
 
 def cmd_api(args: argparse.Namespace) -> int:
@@ -17,10 +29,9 @@ def cmd_api(args: argparse.Namespace) -> int:
 
     redis_url = args.redis_url or from_env(CommonConfig).redis_url
     host = args.host or os.environ.get("MD_API_HOST") or "127.0.0.1"
-    port = args.port if args.port is not None else int(os.environ.get("MD_API_PORT") or 8000)
-    print(f"marketdata api on http://{host}:{port}/ (Redis {redis_url}); "
-          f"dashboard: http://{host}:{port}/?ex=binance&sym=ETH-USDT", flush=True)
-    run(create_app(redis_url), host, port, log_level=str(args.log_level or "info").lower())
+    print(f"marketdata api on http://{host}:{args.port}/ (Redis {redis_url}); "
+          f"dashboard: http://{host}:{args.port}/?ex=binance&sym=ETH-USDT", flush=True)
+    run(create_app(redis_url), host, args.port, log_level=str(args.log_level or "info").lower())
     return 0
 
 
@@ -30,6 +41,7 @@ def register(subparsers: Any) -> None:
         description="Serve /v1/* (REST), /v1/stream (WebSocket push), /metrics, /healthz and the "
         "dashboard at / over the Redis the flows write.")
     p.add_argument("--host", help="bind address (MD_API_HOST, default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="port (MD_API_PORT, default 8000)")
+    p.add_argument("--port", type=port, default=os.environ.get("MD_API_PORT") or "8000",
+                   help="port (MD_API_PORT, default 8000)")
     p.add_argument("--redis-url", dest="redis_url", help="Redis (MD_REDIS_URL)")
     p.set_defaults(func=cmd_api)

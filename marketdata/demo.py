@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 import redis
 
+from api.cli import port
 from dataflows.config import CommonConfig, from_env
 
 __all__ = ["register", "run_demo"]
@@ -226,9 +227,11 @@ def register(subparsers: Any) -> None:
                               description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--duration", type=float, default=None,
                    help="stop after this many seconds (default: until Ctrl-C)")
-    p.add_argument("--speed", type=float, default=float(os.environ.get("MD_DEMO_SPEED", 1)),
+    # string defaults: argparse converts them at parse time, so a bad MD_* value is this
+    # command's one-line error, not a traceback of every command (`marketdata --help` included)
+    p.add_argument("--speed", type=float, default=os.environ.get("MD_DEMO_SPEED") or "1",
                    help="replay speed factor (MD_DEMO_SPEED, default 1: real time)")
-    p.add_argument("--api-port", type=int, default=int(os.environ.get("MD_API_PORT", 8000)),
+    p.add_argument("--api-port", type=port, default=os.environ.get("MD_API_PORT") or "8000",
                    dest="api_port", help="API and dashboard port (MD_API_PORT, default 8000)")
     p.add_argument("--no-view", action="store_true", help="no live terminal view")
     p.set_defaults(func=_cmd)

@@ -331,3 +331,22 @@ def test_book_when_redis_is_down_is_a_503() -> None:
     with serving(create_app(f"redis://127.0.0.1:{free_port()}/0")) as base:
         r = httpx.get(f"{base}/v1/book/binance/ETH-USDT", timeout=10)
     assert r.status_code == 503 and "redis unavailable" in r.json()["detail"]
+
+
+def test_a_bad_port_setting_is_one_line_of_its_command() -> None:
+    """MD_API_PORT was read while the parser was built: `abc` broke every command with a
+    traceback (`marketdata --help` too), and 99999 served on 99999 mod 65536 in silence."""
+    import subprocess
+    from pathlib import Path
+
+    md = str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "marketdata")
+    for value in ("abc", "99999", "0"):
+        env = {"PATH": "/usr/bin:/bin", "MD_API_PORT": value}
+        ok = subprocess.run([md, "--help"], env=env, capture_output=True, timeout=60)
+        assert ok.returncode == 0 and b"Traceback" not in ok.stderr
+        for cmd in (["api"], ["demo", "--duration", "0"]):
+            res = subprocess.run([md, *cmd], env=env, capture_output=True, timeout=60)
+            err = res.stderr.decode()
+            assert res.returncode == 2 and "is not a port number" in err, err
+            assert "Traceback" not in err and err.strip().splitlines()[-1].startswith(
+                f"marketdata {cmd[0]}: error: argument")  # argparse's usage, then the error
