@@ -97,6 +97,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print("marketdata replay: every line was a dead letter: is the input canonical events? "
               "(a raw exchange recording needs `marketdata normalize` first; --deadletters FILE "
               "shows the reasons)", file=sys.stderr)
+        return 1  # nothing usable came out: a script or a backfill must not go on as if it had
     return 0
 
 
@@ -165,6 +166,15 @@ def _add_replay(sub: Any) -> None:
     p.set_defaults(func=cmd_replay)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("marketdata")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="marketdata",
@@ -173,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`python -m bytewax.run dataflows.X:flow`.")
     parser.add_argument("--log-level", default=None,
                         help="DEBUG, INFO, WARNING, ERROR (default MD_LOG_LEVEL or INFO)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_replay(sub)

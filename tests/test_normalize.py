@@ -545,7 +545,7 @@ def test_cli_names_an_unwritable_output_and_a_recording_of_another_exchange(
     assert args.func(args) == 2
     assert f"cannot write {tmp_path / 'no/dir/o'}" in capsys.readouterr().err
     args = _cli(["normalize", "coinbase", "--input", okx, "--output", str(tmp_path / "o")])
-    assert args.func(args) == 0
+    assert args.func(args) == 1  # nothing came out: a script must not go on
     assert "no event from 410 frames: is this a recording of coinbase?" in capsys.readouterr().err
 
 
@@ -566,8 +566,11 @@ def test_replay_of_a_raw_recording_says_what_to_do(tmp_path: Path,
     raw = tmp_path / "raw.jsonl"
     raw.write_text('{"e":"depthUpdate","s":"ETHUSDT"}\n' * 3)
     assert cli.main(["replay", "orderbook", "--input", str(raw),
-                     "--output", str(tmp_path / "o")]) == 0
+                     "--output", str(tmp_path / "o")]) == 1  # nothing came out
     assert "needs `marketdata normalize` first" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("marketdata ")
 
 
 def test_the_rest_half_of_a_cryptofeed_recording_is_named_as_such() -> None:

@@ -80,7 +80,8 @@ def _summary(exchange: str, stats: dict[str, int]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sub-command; 0 on success, 2 for unreadable input."""
+    """Run the sub-command; 0 on success, 1 when no frame gave an event, 2 for unreadable
+    input."""
     paths: list[Path] = args.input
     try:
         out = sys.stdout.buffer if args.output == "-" else open(args.output, "wb")  # noqa: SIM115
@@ -102,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"normalize: no event from {stats['frames']} frames: is this a recording of "
               f"{args.exchange}? (ignored={stats.get('ignored', 0)}, "
               f"deadletter={stats.get('deadletter', 0)})", file=sys.stderr)
+        return 1  # nothing usable came out: a script must not go on as if it had
     return 0
 
 
