@@ -189,11 +189,29 @@ def _broker_bin() -> str:
         raise StackError(f"cannot start the broker: no tansu binary ({e})") from e
 
 
+_BUSY_S = 15.0  # how long a taken port may take to answer before it is given up on
+
+
+def _answering(host: str, port: int, alive: Callable[[float], bool], what: str) -> bool:
+    """Whether the service at ``host:port`` answers. Something that listens without answering
+    at once gets ``_BUSY_S`` (an overloaded broker answers in seconds); then a clear error, not
+    a second server started on its port (the broker's own error: a panic, address in use)."""
+    if alive(2.0):
+        return True
+    if not _tcp_open(host, port, 1.0):
+        return False
+    if alive(_BUSY_S):
+        return True
+    raise StackError(f"something listens on {host}:{port} but does not answer as {what} "
+                     f"within {_BUSY_S:g} s (overloaded, or another program): not starting "
+                     "another there")
+
+
 def _ensure_kafka(state: Path, bootstrap: str) -> dict[str, Any]:
-    if kafka_alive(bootstrap):
+    host, port = _host_port(bootstrap, 9092)
+    if _answering(host, port, lambda t: kafka_alive(bootstrap, t), "a Kafka broker"):
         rec = _record(state, "kafka")
         return {"address": bootstrap, "started_by": "stack" if rec else "external", **(rec or {})}
-    host, port = _host_port(bootstrap, 9092)
     if host not in LOCAL_HOSTS:
         raise StackError(f"no Kafka broker answers at {bootstrap} (not local: cannot start one)")
     url = f"tcp://{host}:{port}"
@@ -204,11 +222,11 @@ def _ensure_kafka(state: Path, bootstrap: str) -> dict[str, Any]:
 
 
 def _ensure_redis(state: Path, url: str) -> dict[str, Any]:
-    if redis_alive(url):
-        rec = _record(state, "redis")
-        return {"address": url, "started_by": "stack" if rec else "external", **(rec or {})}
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    if _answering(host, port, lambda t: redis_alive(url, t), "Redis"):
+        rec = _record(state, "redis")
+        return {"address": url, "started_by": "stack" if rec else "external", **(rec or {})}
     if host not in LOCAL_HOSTS:
         raise StackError(f"no Redis answers at {url} (not local: cannot start one)")
     program = shutil.which("redis-server")
@@ -232,12 +250,11 @@ def _locked(state: Path) -> Iterator[None]:
 
 
 def _partitions(partitions: int | None) -> int:
-    if partitions is not None:
-        return partitions
-    try:
-        return int(os.environ.get("MD_PARTITIONS", "4"))
-    except ValueError:
-        raise StackError(f"invalid MD_PARTITIONS: {os.environ['MD_PARTITIONS']!r}") from None
+    text = str(partitions) if partitions is not None else os.environ.get("MD_PARTITIONS", "4")
+    if not text.isdigit() or int(text) < 1:
+        raise StackError(f"invalid partitions (--partitions or MD_PARTITIONS): {text!r}: a "
+                         "whole number, at least 1")
+    return int(text)
 
 
 def up(partitions: int | None = None, state_dir: Path | None = None) -> dict[str, Any]:

@@ -101,3 +101,23 @@ def test_source_raises_when_broker_goes_away(private: Path) -> None:
 
     msg = wait_until(raised, timeout=30, message="source never reported the lost broker")
     assert "unreachable for more than 2 s" in msg
+
+
+def test_a_port_taken_by_something_else_is_named_not_fought_over(
+        private: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broker port that accepts connections but does not answer as Kafka (an overloaded
+    broker, another program): `stack up` started a second broker there, which panicked with
+    'address in use'. Now it waits a while, then says so. Partitions below 1 are refused."""
+    import os
+    import socket
+
+    monkeypatch.setattr(md_stack, "_BUSY_S", 1.0)
+    host, port = os.environ["MD_KAFKA_BOOTSTRAP"].split(":")
+    with socket.socket() as squatter:
+        squatter.bind((host, int(port)))
+        squatter.listen(8)
+        with pytest.raises(md_stack.StackError, match="does not answer as a Kafka broker"):
+            md_stack.up()
+    monkeypatch.setenv("MD_PARTITIONS", "0")
+    with pytest.raises(md_stack.StackError, match="at least 1"):
+        md_stack.up()
