@@ -10,7 +10,8 @@ awaiting, so a slow client can never slow the others or the reader:
 - ticker and candle messages queue in order, up to ``queue_limit`` per client; a client past that
   is closed with code ``4008`` and a reason, instead of growing memory without bound.
 
-On subscribe, a book or ticker channel first delivers the stored record (``"type": "snapshot"``),
+On subscribe, a channel first delivers the stored record (``"type": "snapshot"``; candles: the
+newest candle),
 read after Redis confirmed the subscription so nothing falls between the two; versions (book
 ``seq`` then ``ts``, ticker ``closeTime`` then ``count``) drop anything older than what a client
 was already given, so each client sees every channel move forward only.
@@ -272,8 +273,8 @@ class Hub:
         await asyncio.wait_for(asyncio.shield(fut), timeout=10)
 
     async def attach(self, q: ClientQueue, kind: str, channel: str) -> None:
-        """Start delivering ``channel`` (already ``ensure``d) to ``q``: the stored book or ticker
-        record first, as a snapshot, then the updates."""
+        """Start delivering ``channel`` (already ``ensure``d) to ``q``: the stored record first
+        (candles: the newest), as a snapshot, then the updates."""
         clients = self._subs.get(channel)
         if clients is None:  # every holder left meanwhile (cannot happen while we hold a ref)
             return
@@ -283,6 +284,10 @@ class Hub:
             if raw is not None:
                 q.offer(channel, kind == "book", record_version(kind, orjson.loads(raw)),
                         frame("snapshot", channel[3:], raw))
+        else:  # candles: the newest stored candle (a sorted set by open time, see connectors)
+            newest = await self.redis.zrevrange(channel, 0, 0)
+            if newest:
+                q.offer(channel, False, None, frame("snapshot", channel[3:], newest[0][13:]))
 
     async def unsubscribe(self, q: ClientQueue, channel: str) -> None:
         """Stop delivering ``channel`` to ``q``; the last session out unsubscribes Redis."""

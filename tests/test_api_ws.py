@@ -95,6 +95,28 @@ class Reader(threading.Thread):
         return self.messages
 
 
+def test_a_candle_channel_starts_with_the_newest_candle(
+        server: tuple[str, FastAPI], url: str, sym: str) -> None:
+    """As book and ticker channels start with their stored record, a candle channel starts with
+    its newest candle (it gave nothing until the next trade of that symbol)."""
+    ws_url, _ = server
+
+    def candle(t: int, closed: bool) -> dict[str, Any]:
+        return {"type": "candle", "ex": "wst", "sym": sym, "iv": "1m", "t": t, "T": t + 59_999,
+                "o": "1.0", "h": "2.0", "l": "0.5", "c": "1.5", "v": "3", "q": "4.5", "n": 2,
+                "closed": closed}
+
+    fill(url, [candle(60_000, True), candle(120_000, False)])
+    with connect(ws_url) as ws:
+        assert subscribe(ws, f"candles:wst:{sym}:1m", f"candles:wst:{sym}:5m") == []
+        snap = recv(ws)  # 1m only: no 5m candle is stored
+        assert snap == {"type": "snapshot", "channel": f"candles:wst:{sym}:1m",
+                        "data": candle(120_000, False)}
+        fill(url, [candle(120_000, True)])
+        assert recv(ws) == {"type": "update", "channel": f"candles:wst:{sym}:1m",
+                            "data": candle(120_000, True)}
+
+
 def slow_socket(host: str, port: int) -> socket.socket:
     """A connected socket with a tiny receive buffer: the server's sends back up quickly."""
     s = socket.socket()
