@@ -531,15 +531,17 @@ class KafkaSink(DynamicSink[tuple[bytes | str, bytes]]):
 
 def ensure_topics(
     bootstrap: str, topics: list[str], partitions: int = 4, timeout_s: float = 30
-) -> None:
-    """Create the topics that do not exist yet; existing ones are left alone (idempotent)."""
+) -> list[str]:
+    """Create the topics that do not exist yet; existing ones are left alone (idempotent).
+    Returns the ones created."""
     admin = AdminClient(_client_config(bootstrap))
     existing = set(_metadata(admin, bootstrap, timeout_s).topics)
     new = [NewTopic(t, partitions, 1) for t in dict.fromkeys(topics) if t not in existing]
     if not new:
-        return
+        return []
     _settle(admin.create_topics(new, operation_timeout=timeout_s), timeout_s, "create",
             KafkaError.TOPIC_ALREADY_EXISTS)
+    return [t.topic for t in new]
 
 
 def delete_topics(bootstrap: str, topics: list[str], timeout_s: float = 30) -> None:

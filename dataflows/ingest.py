@@ -244,8 +244,11 @@ def _ensure_topics(cfg: IngestConfig) -> None:
     from connectors.kafka import ensure_topics
 
     try:
-        ensure_topics(cfg.kafka_bootstrap,
-                      [cfg.topic(t) for t in ("book", "trades", "deadletter")])
+        created = ensure_topics(cfg.kafka_bootstrap,
+                                [cfg.topic(t) for t in ("book", "trades", "deadletter")])
+        if created:  # the flows refuse a missing topic; the writer creates them: say so
+            log.warning("created the Kafka topics %s (they did not exist): the flows must read "
+                        "them with MD_TOPIC_PREFIX=%s", ", ".join(created), cfg.topic_prefix)
     except RuntimeError as e:
         raise SystemExit(f"error: ingestion cannot start: {e}") from None
     except KeyboardInterrupt:

@@ -114,7 +114,8 @@ def new_topic(
 
     def make(partitions: int = 4) -> str:
         name = f"test.{stem}.{uuid.uuid4().hex[:10]}"
-        ensure_topics(kafka_bootstrap, [name], partitions=partitions)
+        assert ensure_topics(kafka_bootstrap, [name], partitions=partitions) == [name]
+        assert ensure_topics(kafka_bootstrap, [name], partitions=partitions) == []  # idempotent
         created.append(name)
         return name
 
