@@ -137,7 +137,8 @@ class _SinkPart(StatelessSinkPartition[dict[str, Any]]):
 
 
 class JsonLinesSink(DynamicSink[dict[str, Any]]):
-    """Records as compact JSON lines (``-`` is standard output). Meant for one worker."""
+    """Records as compact JSON lines (``-`` is standard output; gzip-compressed when the name
+    ends in ``.gz``). Meant for one worker."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -145,6 +146,8 @@ class JsonLinesSink(DynamicSink[dict[str, Any]]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SinkPart:
         if self.path == "-":
             return _SinkPart(sys.stdout.buffer)
+        if self.path.endswith(".gz"):  # as the input side reads it
+            return _SinkPart(gzip.open(self.path, "wb"))  # type: ignore[arg-type]
         return _SinkPart(open(self.path, "wb"))  # closed by the partition
 
 

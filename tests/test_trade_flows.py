@@ -76,6 +76,15 @@ def test_replay_reads_standard_input(tmp_path: Path, compressed: bool) -> None:
     assert res.stdout == (tmp_path / "file.jsonl").read_bytes()
 
 
+def test_replay_writes_gzip_where_the_output_name_says_so(tmp_path: Path) -> None:
+    _replay("ticker", ETH, tmp_path / "plain.jsonl")
+    subprocess.run([MD, "replay", "ticker", "--input", str(ETH), "--output",
+                    str(tmp_path / "packed.jsonl.gz")], check=True, capture_output=True,
+                   timeout=300)
+    packed = (tmp_path / "packed.jsonl.gz").read_bytes()
+    assert gzip.decompress(packed) == (tmp_path / "plain.jsonl").read_bytes()
+
+
 def test_replay_fails_in_one_line_on_what_it_cannot_read_or_write(tmp_path: Path) -> None:
     """A truncated or mislabelled gzip input, an output that is the input, a reader that goes
     away: one line and an exit code, no Rust panic, no traceback, the input left alone."""

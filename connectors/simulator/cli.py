@@ -19,6 +19,7 @@ from typing import Any
 
 from connectors import simulator
 from connectors.simulator.server import FAULTS
+from connectors.simulator.venues import VARIANTS
 
 __all__ = ["register", "run"]
 
@@ -43,7 +44,8 @@ def register(subparsers: Any) -> None:
                               description=__doc__.splitlines()[0].replace("``", ""))
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port to serve on (default 8765)")
-    p.add_argument("--exchanges", help=f"default: all ({', '.join(simulator.VENUES)})")
+    p.add_argument("--exchanges", help=f"default: all ({', '.join(simulator.VENUES)}); also "
+                   f"on request: {', '.join(VARIANTS)} (another protocol of an exchange above)")
     p.add_argument("--symbols", default="BTC-USDT,ETH-USDT", help="synthetic symbols")
     p.add_argument("--rate", type=float, default=50.0,
                    help="synthetic items/s per exchange (0: as fast as clients read)")
