@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,14 @@ class CommonConfig:
         if not isinstance(logging.getLevelName(self.log_level.upper()), int):  # WARN too
             raise ValueError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL: "
                              f"{self.log_level!r}")
+        if not self.kafka_bootstrap.strip():
+            raise ValueError("kafka_bootstrap must name at least one host:port")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"redis_url must start with redis://, rediss:// or unix://: "
+                             f"{self.redis_url!r}")
+        if not re.fullmatch(r"[A-Za-z0-9._-]*", self.topic_prefix):
+            raise ValueError(f"topic_prefix must be letters, digits, '.', '_' or '-' (Kafka's "
+                             f"topic names): {self.topic_prefix!r}")
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
