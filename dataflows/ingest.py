@@ -66,9 +66,6 @@ class IngestConfig(CommonConfig):
         known = ", ".join(sorted(HANDLERS))
         if not self.feeds:
             raise ValueError("feeds: none given (MD_FEEDS=exchange:BASE-QUOTE,...)")
-        twice = sorted({f for f in self.feeds if self.feeds.count(f) > 1})
-        if twice:  # two connections of one book would publish every event twice
-            raise ValueError(f"feeds: {', '.join(twice)} given more than once")
         exchanges = set()
         for feed in self.feeds:
             ex, sep, sym = feed.partition(":")

@@ -481,7 +481,6 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             (IngestConfig, {"MD_PING_INTERVAL_MS": "-1"}, "must not be negative"),
             (IngestConfig, {"MD_BACKOFF_MAX_MS": "1"}, "must not be below"),
             (IngestConfig, {"MD_FEEDS": ""}, "none given"),
-            (IngestConfig, {"MD_FEEDS": "okx:BTC-USDT,okx:BTC-USDT"}, "more than once"),
             (CandleConfig, {"MD_KAFKA_BOOTSTRAP": " "}, "at least one host:port"),
             (TickerConfig, {"MD_REDIS_URL": "http://x"}, "must start with redis://"),
             (BookConfig, {"MD_TOPIC_PREFIX": "a b"}, "Kafka's topic names")]:
