@@ -141,8 +141,9 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
     from connectors.kafka import delete_topics, ensure_topics
 
     prefix = f"{cfg.topic_prefix}demo-{int(time.time())}."
-    ensure_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades", "deadletter")])
-    _say(f"this run's topics: {prefix}book, {prefix}trades, {prefix}deadletter (deleted at the "
+    topics = [prefix + t for t in ("book", "trades", "deadletter")]
+    ensure_topics(cfg.kafka_bootstrap, topics)
+    _say(f"this run's topics: {', '.join(topics)} (deleted at the "
          "end; `marketdata doctor` finds them through the flows' heartbeats)")
     cfg = from_env(CommonConfig, topic_prefix=prefix)
     env = dict(os.environ)
@@ -211,8 +212,7 @@ def run_demo(duration: float | None, speed: float, api_port: int, view: bool) ->
                 p.wait()
         sim.stop()
         try:  # this run's topics: each run makes its own, and in-memory Tansu keeps them all
-            delete_topics(cfg.kafka_bootstrap, [prefix + t for t in ("book", "trades",
-                                                                     "deadletter")])
+            delete_topics(cfg.kafka_bootstrap, topics)
         except RuntimeError as e:
             _say(f"could not delete this run's topics: {e}")
         _say("stopped (the broker and Redis stay up: `marketdata stack down` stops them)")
