@@ -393,7 +393,7 @@ def ours_inprocess(flow_name: str, lines: list[bytes]) -> float:
     from dataflows.config import CandleConfig, TickerConfig
     from operators.events import Trade
 
-    msgs = [(orjson.loads(x)["ex"].encode() + b":" + orjson.loads(x)["sym"].encode(), x, 0)
+    msgs = [(orjson.loads(x)["ex"].encode() + b":" + orjson.loads(x)["sym"].encode(), x)
             for x in lines]
     make = (candles.state_factory(CandleConfig()) if flow_name == "candles"
             else ticker.state_factory(TickerConfig()))

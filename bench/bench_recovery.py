@@ -60,7 +60,7 @@ def snapshot_cost(symbols: int, depth: int) -> dict[str, float]:
     for i in range(symbols):
         key = f"bench:S{i}-USD"
         lg = _Logic("orderbook", BookEvent, make, False, None)
-        batch: list[Message] = [(key.encode(), _snapshot_event(f"S{i}-USD", depth, 1), T0)]
+        batch: list[Message] = [(key.encode(), _snapshot_event(f"S{i}-USD", depth, 1))]
         lg.on_batch(batch)
         logics.append((key, lg))
     t = time.perf_counter()
@@ -86,13 +86,13 @@ def snapshot_cost(symbols: int, depth: int) -> dict[str, float]:
     return {"pickle_ms": pickle_s * 1e3, "write_ms": write_s * 1e3, "bytes": size}
 
 
-def _events(n: int, symbols: int, depth: int = 20) -> list[tuple[bytes, bytes, int]]:
+def _events(n: int, symbols: int, depth: int = 20) -> list[tuple[bytes, bytes]]:
     """A snapshot of ``depth`` levels per symbol, then ``n`` updates round-robin over symbols
     (every key is touched in every epoch: the worst case for snapshots)."""
     out = []
     seq = dict.fromkeys(range(symbols), 1)
     for s in range(symbols):
-        out.append((f"bench:S{s}-USD".encode(), _snapshot_event(f"S{s}-USD", depth, 1), T0))
+        out.append((f"bench:S{s}-USD".encode(), _snapshot_event(f"S{s}-USD", depth, 1)))
     for i in range(n):
         s = i % symbols
         seq[s] += 1
@@ -100,7 +100,7 @@ def _events(n: int, symbols: int, depth: int = 20) -> list[tuple[bytes, bytes, i
         ev = {"type": "book", "ex": "bench", "sym": f"S{s}-USD", "ts": ts, "rts": ts,
               "action": "update", "seq": seq[s], "prev_seq": seq[s] - 1,
               "bids": [[f"{9_990 + i % 10}.25", str(i % 3)]], "asks": []}
-        out.append((f"bench:S{s}-USD".encode(), orjson.dumps(ev), ts))
+        out.append((f"bench:S{s}-USD".encode(), orjson.dumps(ev)))
     return out
 
 

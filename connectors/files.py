@@ -78,7 +78,7 @@ class _Part(StatefulSourcePartition[Message, int]):
                 key, kind = _key(line)
                 if kind in _KNOWN_TYPES and kind != self.want:
                     continue
-                out.append((key, line, 0))
+                out.append((key, line))
                 if len(out) >= self.batch:
                     return out
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError

@@ -91,6 +91,21 @@ def test_compiled_scanner_equals_the_python_path(vals: list[bytes], cold: bool) 
     assert _native_columns(vals) == _python_columns(vals)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 1, 10**12]), st.sampled_from([0, 1]),
+                          st.sampled_from(["1.5", "1.50", "2", "0", "1e5"]),
+                          st.sampled_from(["1.5", "2", "0.0", "x"])), min_size=1, max_size=8),
+       st.booleans())
+def test_repeated_fields_decode_alike(rows: list[tuple[int, int, str, str]], cold: bool) -> None:
+    """The scanner reuses the previous row's objects for a repeated time, price or quantity:
+    rows drawn from small pools repeat (and refuse) them in every order."""
+    if cold:
+        clear_caches()
+    vals = [encode({"type": "trade", "ex": EX, "sym": SYM, "ts": ts, "rts": rts, "id": "i",
+                    "px": px, "qty": qty, "side": "buy"}) for ts, rts, px, qty in rows]
+    assert _native_columns(vals) == _python_columns(vals)
+
+
 def test_accepted_values_decode_like_decode() -> None:
     raw = (b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":0,"rts":9999999999999,'
            b'"id":"a !#[]~","px":"2683.80","qty":"0.0150","side":"sell"} \r')

@@ -47,7 +47,7 @@ T0 = 1_700_000_000_000
 # --- event generators --------------------------------------------------------------------------
 
 def _msg(ev: dict[str, Any]) -> Message:
-    return f"{ev['ex']}:{ev['sym']}".encode(), orjson.dumps(ev), ev["ts"]
+    return f"{ev['ex']}:{ev['sym']}".encode(), orjson.dumps(ev)
 
 
 @st.composite
