@@ -7,6 +7,7 @@ One typed object per flow. Each field's environment variable is ``MD_`` + its up
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
 import re
@@ -20,7 +21,22 @@ __all__ = [
     "CommonConfig",
     "TickerConfig",
     "from_env",
+    "known_variables",
+    "unknown_variables",
 ]
+
+log = logging.getLogger(__name__)
+
+# ``MD_*`` variables read outside the config classes below: with every config field's variable,
+# what :func:`known_variables` lists (tests/test_candles.py checks the project reads no other).
+OTHER_VARIABLES = frozenset({
+    "MD_STATE_DIR", "MD_LOG_DIR", "MD_DOCTOR_FLOWS",  # stack, doctor
+    "MD_PARTITIONS",  # stack up: partitions of the topics it creates
+    "MD_API_HOST", "MD_API_PORT", "MD_DEMO_SPEED",  # api, demo
+    "MD_DATA_DIR",  # where the recordings are (connectors/exchanges/recordings.py)
+    "MD_SNAPSHOT_INTERVAL", "MD_BACKUP_INTERVAL",  # marketdata run (recovery)
+    "MD_KEEP",  # tests/test_crash.py: keep the crash test's files
+})
 
 
 def _list(text: str) -> list[str]:
@@ -133,9 +149,42 @@ def _convert(value: str, kind: Any) -> Any:
     return value
 
 
+def known_variables() -> frozenset[str]:
+    """Every ``MD_*`` variable some part of the project reads."""
+    from dataflows.ingest import IngestConfig  # (it imports this module)
+
+    classes = (CommonConfig, BookConfig, CandleConfig, TickerConfig, IngestConfig)
+    fields = {f"MD_{f.name.upper()}" for c in classes for f in dataclasses.fields(c)}
+    return OTHER_VARIABLES | fields
+
+
+def unknown_variables(env: typing.Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """``(name, closest known name or None)`` of each ``MD_*`` variable nothing reads: a
+    misspelled setting would otherwise be ignored without a word."""
+    names = sorted(n for n in env if n.startswith("MD_"))
+    if not names:
+        return []
+    known = known_variables()
+    return [(n, next(iter(difflib.get_close_matches(n, known, 1, 0.75)), None))
+            for n in names if n not in known]
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_unknown(env: typing.Mapping[str, str]) -> None:
+    for name, near in unknown_variables(env):
+        if name not in _WARNED:  # once per process, however many configs it reads
+            _WARNED.add(name)
+            hint = f" (did you mean {near}?)" if near else ""
+            log.warning("%s is not a marketdata setting%s: ignored", name, hint)
+
+
 def from_env(cls: type[Any], env: typing.Mapping[str, str] | None = None, **overrides: Any) -> Any:
-    """Build ``cls`` from defaults, then ``MD_*`` variables, then non-``None`` ``overrides``."""
+    """Build ``cls`` from defaults, then ``MD_*`` variables, then non-``None`` ``overrides``;
+    warn about ``MD_*`` variables that no part of the project reads (misspelled ones)."""
     env = os.environ if env is None else env
+    _warn_unknown(env)
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):

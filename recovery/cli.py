@@ -87,6 +87,9 @@ def cmd_reset(args: argparse.Namespace) -> int:
         path = _store(args)
     except stores.StoreError as e:
         return _fail(str(e))
+    if not stores.holds_store(path):  # a mistyped --dir or MD_RECOVERY_DIR: make nothing there
+        return _fail(f"no recovery store in {path}: nothing to reset "
+                     f"(`marketdata recovery init {args.flow}` creates one)")
     if not args.yes:
         return _fail(f"this deletes every snapshot in {path}: the {args.flow} flow would restart "
                      "from MD_START and re-emit everything. Stop its processes, then add --yes")

@@ -141,6 +141,12 @@ def init(d: str | Path, partitions: int = DEFAULT_PARTITIONS) -> Path:
     return path
 
 
+def holds_store(d: str | Path) -> bool:
+    """Whether ``d`` holds a store's partition files (usable or not)."""
+    path = Path(d)
+    return path.is_dir() and bool(_part_files(path))
+
+
 def reset(d: str | Path, partitions: int | None = None) -> int:
     """Delete the store's files and re-create it empty (same partition count unless given).
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import logging
 import pickle
 import random
+import re
 from collections import defaultdict
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -488,6 +491,37 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             from_env(cls, env)
     assert from_env(BookConfig, {"MD_GROUPING": "0.5,binance:BTC-USDT=10"}).grouping
     assert from_env(IngestConfig, {"MD_FEEDS": "okx:BTC-USDT,kraken:ETH-USD"}).feeds
+
+
+def test_misspelled_variables_are_named_with_the_closest_setting(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from dataflows import config
+
+    env = {"MD_BATCHSIZE": "10", "MD_LATENES_MS": "5", "MD_WHATEVER": "1", "MD_START": "latest",
+           "PATH": "/bin"}
+    with caplog.at_level(logging.WARNING, logger="dataflows.config"):
+        cfg = config.from_env(config.CandleConfig, env)
+        config.from_env(config.TickerConfig, env)  # once per process, not per config read
+    assert cfg.batch_size == 5000 and cfg.lateness_ms == 2000 and cfg.start == "latest"
+    assert [r.getMessage() for r in caplog.records] == [
+        "MD_BATCHSIZE is not a marketdata setting (did you mean MD_BATCH_SIZE?): ignored",
+        "MD_LATENES_MS is not a marketdata setting (did you mean MD_LATENESS_MS?): ignored",
+        "MD_WHATEVER is not a marketdata setting: ignored"]
+
+
+def test_every_variable_the_project_reads_or_documents_is_known() -> None:
+    """The list the warning above checks against is complete: no working setting is called
+    misspelled, in the code, the scripts, the compose file or the README."""
+    from dataflows.config import known_variables
+
+    root = Path(__file__).resolve().parents[1]
+    files = [p for p in root.rglob("*") if p.is_file() and (p.suffix in (".py", ".sh", ".yaml")
+                                                           or p.name in ("README.md", "run"))
+             and not {".venv", ".git", "tests"} & set(p.relative_to(root).parts)]
+    used = {m for p in files
+            for m in re.findall(r"\bMD_[A-Z][A-Z0-9_]*[A-Z0-9]\b", p.read_text(errors="replace"))}
+    assert {"MD_KAFKA_BOOTSTRAP", "MD_FEEDS", "MD_API_PORT", "MD_STATE_DIR"} <= used  # the scan
+    assert used - known_variables() == set()
 
 
 def test_live_clock_waits_for_a_source_that_is_behind(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -418,7 +418,7 @@ def test_snapshots_are_skipped_only_where_nothing_keeps_them() -> None:
         assert stores.active_store([run, "m:flow", *abbreviated], {}) == Path("/s")
     kind, make = FLOWS["ticker"]
     msg = (b"binance:ETH-USDT", b'{"type":"trade","ex":"binance","sym":"ETH-USDT","ts":1000,'
-           b'"rts":1000,"id":"1","px":"1.5","qty":"2","side":"buy"}', 0)
+           b'"rts":1000,"id":"1","px":"1.5","qty":"2","side":"buy"}')
     for snapshots in (True, False):
         logic = _Logic("ticker", kind, make, False, None, snapshots)
         logic.on_batch([msg])
@@ -443,6 +443,10 @@ def test_cli_init_inspect_reset(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "already holds" in capsys.readouterr().err
     assert cli.main(["recovery", "inspect", "ticker"]) == 0
     assert "starts afresh" in capsys.readouterr().out
+    for flow in ("candles", "ticker --dir " + str(tmp_path / "tickr")):  # none there: refused
+        assert cli.main(["recovery", "reset", *flow.split(), "--yes"]) == 2
+        assert "no recovery store in" in capsys.readouterr().err
+    assert not (tmp_path / "candles").exists() and not (tmp_path / "tickr").exists()
     assert cli.main(["recovery", "reset", "ticker"]) == 2
     assert "--yes" in capsys.readouterr().err
     assert cli.main(["recovery", "reset", "ticker", "--yes"]) == 0
