@@ -19,6 +19,7 @@ next beat, because a heartbeat must not be the reason a healthy flow stops.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -177,10 +178,14 @@ class Heartbeat:
             self._thread = threading.Thread(target=self._run, name=f"heartbeat-{self.flow}",
                                             daemon=True)
             self._thread.start()
+            # A process that ends normally (a backfill at the end of its input) is not a dead
+            # one: without this, the doctor called it "gone" until the key expired.
+            atexit.register(self.stop)
         return self
 
     def stop(self, remove: bool = True) -> None:
         """Stop beating; ``remove`` deletes the key (a clean exit is not a dead process)."""
+        atexit.unregister(self.stop)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=self.interval_s + 3)

@@ -443,6 +443,24 @@ def test_heartbeat_writes_position_feeds_and_ttl(private_redis: str,
     client.close()
 
 
+def test_heartbeat_of_a_process_that_ends_normally_is_removed(private_redis: str) -> None:
+    """A flow that stops at the end of its input exits normally: its heartbeat goes with it,
+    and the doctor says "not running", not "process gone" (a dead one) for two minutes."""
+    client = redis.Redis.from_url(private_redis)
+    code = ("import sys\nfrom marketdata import heartbeat\n"
+            "heartbeat.start(sys.argv[1], 'endtest', interval_s=0.05)\n"
+            "print('beating', flush=True)\nsys.stdin.readline()\n")
+    proc = subprocess.Popen([PY, "-c", code, private_redis], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == "beating\n"
+    assert [b["pid"] for b in heartbeat.read_all(client) if b["flow"] == "endtest"] == [proc.pid]
+    proc.stdin.close()  # the process ends normally
+    assert proc.wait(timeout=30) == 0
+    assert [b for b in heartbeat.read_all(client) if b["flow"] == "endtest"] == []
+    client.close()
+
+
 def test_heartbeat_survives_redis_outage() -> None:
     hb = heartbeat.Heartbeat(f"redis://127.0.0.1:{free_port()}/0", "x", interval_s=1)
     assert hb.beat() is False  # logged, not raised
