@@ -194,11 +194,16 @@ def from_env(cls: type[Any], env: typing.Mapping[str, str] | None = None, **over
                 values[f.name] = _convert(env[name], hints[f.name])
             except ValueError as e:
                 raise SystemExit(f"invalid {name}: {e}") from None
+    from_vars = set(values)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    from_vars -= {k for k, v in overrides.items() if v is not None}
     try:
         return cls(**values)
     except ValueError as e:  # a value of the right type that the flow cannot use
-        raise SystemExit(f"invalid configuration: {e}") from None
+        # The checks word the field ("batch_size must be..."); name the variable that set it.
+        named = [f"MD_{k.upper()}" for k in sorted(from_vars) if re.search(rf"\b{k}\b", str(e))]
+        hint = f" (set by {', '.join(named)})" if named else ""
+        raise SystemExit(f"invalid configuration: {e}{hint}") from None
 
 
 def describe(cfg: Any) -> list[tuple[str, str, Any]]:

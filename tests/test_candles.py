@@ -489,6 +489,10 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             (BookConfig, {"MD_TOPIC_PREFIX": "a b"}, "Kafka's topic names")]:
         with pytest.raises(SystemExit, match=f"invalid configuration: .*{message}"):
             from_env(cls, env)
+    with pytest.raises(SystemExit, match=r"at least 1: 0 \(set by MD_BATCH_SIZE\)$"):
+        from_env(TickerConfig, {"MD_BATCH_SIZE": "0"})  # the variable, not only the field
+    with pytest.raises(SystemExit, match=r"at least 1: 0$"):
+        from_env(TickerConfig, {"MD_BATCH_SIZE": "5"}, batch_size=0)  # a flag set it
     assert from_env(BookConfig, {"MD_GROUPING": "0.5,binance:BTC-USDT=10"}).grouping
     assert from_env(IngestConfig, {"MD_FEEDS": "okx:BTC-USDT,kraken:ETH-USD"}).feeds
 

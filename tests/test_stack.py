@@ -86,7 +86,7 @@ def test_source_raises_when_broker_goes_away(private: Path) -> None:
     got: list[bytes] = []
 
     def two() -> bool:
-        got.extend(v for _, v, _ in part.next_batch())
+        got.extend(v for _, v in part.next_batch())
         return len(got) == 2
 
     wait_until(two, timeout=20, message="messages from the private broker")
