@@ -532,22 +532,10 @@ static PyObject *set_fmt_fallback(PyObject *self, PyObject *f)
  * the canonical decimal of an integer below 2**63 (ASCII digits, no leading zero but "0"). fresh:
  * every id of ids[start:stop] is numeric, each greater than the one before, the first greater
  * than floor; top: the greatest of floor and every numeric id of the range. */
-static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+/* The loop of scan_ids over ids[start:stop] (clamped); -1 on an error. */
+static int scan_ids_core(PyObject *ids, Py_ssize_t start, Py_ssize_t stop, long long floor,
+                         int *fresh_out, long long *top_out)
 {
-    if (nargs != 4 || !PyList_CheckExact(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "scan_ids(ids: list, start, stop, floor)");
-        return NULL;
-    }
-    PyObject *ids = args[0];
-    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
-    if (start == -1 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
-    if (stop == -1 && PyErr_Occurred())
-        return NULL;
-    long long floor = PyLong_AsLongLong(args[3]);
-    if (floor == -1 && PyErr_Occurred())
-        return NULL;
     if (start < 0)
         start = 0;
     if (stop > PyList_GET_SIZE(ids))
@@ -557,7 +545,7 @@ static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
     for (Py_ssize_t i = start; i < stop; i++) {
         PyObject *s = PyList_GET_ITEM(ids, i);
         if (PyUnicode_CheckExact(s) && PyUnicode_READY(s) < 0)
-            return NULL;
+            return -1;
         if (!PyUnicode_CheckExact(s) || !PyUnicode_IS_ASCII(s)) {
             fresh = 0;
             continue;
@@ -585,6 +573,30 @@ static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t narg
             fresh = 0;
         prev = n;
     }
+    *fresh_out = fresh;
+    *top_out = top;
+    return 0;
+}
+
+static PyObject *scan_ids(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "scan_ids(ids: list, start, stop, floor)");
+        return NULL;
+    }
+    Py_ssize_t start = PyLong_AsSsize_t(args[1]);
+    if (start == -1 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t stop = PyLong_AsSsize_t(args[2]);
+    if (stop == -1 && PyErr_Occurred())
+        return NULL;
+    long long floor = PyLong_AsLongLong(args[3]);
+    if (floor == -1 && PyErr_Occurred())
+        return NULL;
+    int fresh;
+    long long top;
+    if (scan_ids_core(args[0], start, stop, floor, &fresh, &top) < 0)
+        return NULL;
     return Py_BuildValue("(OL)", fresh ? Py_True : Py_False, top);
 }
 
@@ -859,6 +871,472 @@ PyDoc_STRVAR(kraken_crc_doc, "kraken_crc(asks, bids) -> int | None: see "
 PyDoc_STRVAR(okx_crc_doc, "okx_crc(bids, asks) -> int | None: see "
                           "connectors/exchanges/okx.py (okx_checksum).");
 
+/* -- ticker_runs: the ticker's common case ---------------------------------------------------
+ * operators/ticker.py, TickerState.on_trades: a run of trades in time order into the bucket of
+ * the newest minute, with rising numeric ids (no duplicate possible), folded into the bucket, the
+ * window and the recent-ids queue. That Python cost ~8 us a run and ~0.3 us a trade (slices,
+ * C-level max/min/sum, the queue's pruning loop): the run ends at each record due (once a second
+ * of event time), so a third of the ticker flow's time. This is the same code, statement for
+ * statement; anything else (another minute, an id that needs the dictionary, a record due) is
+ * left to the Python loop, which also remains the reference (the pure-Python build runs it).
+ * tests/test_ticker.py compares on_trades with on_trade one by one, records, stats and state. */
+static PyObject *n_clock, *n_open_t, *n_next, *n_b, *n_hi, *n_lo, *n_top_id, *n_idq, *n_sids,
+    *n_rising, *n_params, *n_dedup_ms, *n_stats, *n_last, *n_vdp, *n_qdp, *n_wh, *n_wh_m, *n_wl,
+    *n_wl_m, *n_v, *n_q, *n_n, *n_dirty, *n_trades, *n_popleft, *n_extend, *n_ts, *n_ids, *n_px,
+    *n_px_u, *n_px_dp, *n_qty_u, *n_qty_dp;
+
+enum { B_M, B_O_TS, B_O, B_O_U, B_O_DP, B_O_ID, B_H, B_H_TS, B_L, B_L_TS, B_V, B_V_DP, B_Q, B_Q_DP,
+       B_N, B_SIZE };
+#define T_MINUTE 60000LL
+#define T_BUCKETS 1440LL
+#define T_SPAN ((T_BUCKETS - 1) * T_MINUTE)
+
+static int intern_names(void)
+{
+    struct { PyObject **slot; const char *name; } names[] = {
+        {&n_clock, "_clock"}, {&n_open_t, "_open_t"}, {&n_next, "_next"}, {&n_b, "_b"},
+        {&n_hi, "_hi"}, {&n_lo, "_lo"}, {&n_top_id, "_top_id"}, {&n_idq, "_idq"},
+        {&n_sids, "_ids"}, {&n_rising, "_rising"}, {&n_params, "params"},
+        {&n_dedup_ms, "dedup_ms"}, {&n_stats, "stats"}, {&n_last, "_last"}, {&n_vdp, "_vdp"},
+        {&n_qdp, "_qdp"}, {&n_wh, "_wh"}, {&n_wh_m, "_wh_m"}, {&n_wl, "_wl"},
+        {&n_wl_m, "_wl_m"}, {&n_v, "_v"}, {&n_q, "_q"}, {&n_n, "_n"}, {&n_dirty, "_dirty"},
+        {&n_trades, "trades"}, {&n_popleft, "popleft"}, {&n_extend, "extend"}, {&n_ts, "ts"},
+        {&n_ids, "ids"}, {&n_px, "px"}, {&n_px_u, "px_u"}, {&n_px_dp, "px_dp"},
+        {&n_qty_u, "qty_u"}, {&n_qty_dp, "qty_dp"},
+    };
+    for (size_t k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+        if ((*names[k].slot = PyUnicode_InternFromString(names[k].name)) == NULL)
+            return -1;
+    return 0;
+}
+
+/* obj.name as a C long long; -1 with an exception on failure (check PyErr_Occurred). */
+static long long attr_ll(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    long long out = PyLong_AsLongLong(v);
+    Py_DECREF(v);
+    return out;
+}
+
+static int set_attr_new(PyObject *obj, PyObject *name, PyObject *value)
+{
+    if (value == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* obj.name += delta (Python ints); delta borrowed. */
+static int add_attr(PyObject *obj, PyObject *name, PyObject *delta)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    PyObject *sum = PyNumber_Add(v, delta);
+    Py_DECREF(v);
+    return set_attr_new(obj, name, sum);
+}
+
+/* list[k] += delta; delta borrowed. */
+static int add_item(PyObject *list, Py_ssize_t k, PyObject *delta)
+{
+    PyObject *sum = PyNumber_Add(PyList_GET_ITEM(list, k), delta);
+    return sum == NULL ? -1 : PyList_SetItem(list, k, sum);
+}
+
+/* counts[k] += delta, counts a list of ints, k checked against its length. */
+static int bump(PyObject *counts, long long k, long delta)
+{
+    if (k < 0 || k >= PyList_GET_SIZE(counts)) {
+        PyErr_SetString(PyExc_IndexError, "decimals out of range");
+        return -1;
+    }
+    PyObject *d = PyLong_FromLong(delta);
+    if (d == NULL)
+        return -1;
+    int rc = add_item(counts, (Py_ssize_t)k, d);
+    Py_DECREF(d);
+    return rc;
+}
+
+/* _prune: forget the ids accepted with a ts before horizon, in arrival order. */
+static int prune_ids(PyObject *qts, PyObject *qid, PyObject *ids, long long horizon)
+{
+    for (;;) {
+        Py_ssize_t len = PyObject_Length(qts);
+        if (len < 0)
+            return -1;
+        if (len == 0)
+            return 0;
+        PyObject *first = PySequence_GetItem(qts, 0);
+        if (first == NULL)
+            return -1;
+        long long f = PyLong_AsLongLong(first);
+        Py_DECREF(first);
+        if (f == -1 && PyErr_Occurred())
+            return -1;
+        if (f >= horizon)
+            return 0;
+        PyObject *old_ts = PyObject_CallMethodNoArgs(qts, n_popleft);
+        PyObject *old_id = old_ts ? PyObject_CallMethodNoArgs(qid, n_popleft) : NULL;
+        int rc = old_id == NULL ? -1 : 0;
+        if (rc == 0 && ids != Py_None) {
+            PyObject *got = PyDict_GetItemWithError(ids, old_id);
+            if (got == NULL) {
+                rc = PyErr_Occurred() ? -1 : 0;
+            } else {
+                int eq = PyObject_RichCompareBool(got, old_ts, Py_EQ);
+                rc = eq < 0 ? -1 : (eq ? PyDict_DelItem(ids, old_id) : 0);
+            }
+        }
+        Py_XDECREF(old_ts);
+        Py_XDECREF(old_id);
+        if (rc < 0)
+            return -1;
+    }
+}
+
+/* The end of the run from i (see TickerState.on_trades): trades in time order, in minute m0,
+ * up to and including the first at which a record is due (ts >= next). */
+static Py_ssize_t run_end(PyObject *ts, Py_ssize_t i, long long t0, long long m0, long long next)
+{
+    Py_ssize_t n = PyList_GET_SIZE(ts), j = i + 1;
+    if (t0 >= next)
+        return j;
+    long long prev = t0;
+    for (; j < n; j++) {
+        long long t = PyLong_AsLongLong(PyList_GET_ITEM(ts, j));
+        if (t == -1 && PyErr_Occurred())
+            return -1;
+        if (t < prev || t >= m0 + T_MINUTE)
+            break;
+        prev = t;
+        if (t >= next)
+            return j + 1;
+    }
+    return j;
+}
+
+/* Fold the fresh run [i, j) of minute m0 (slot, bucket) into the state: the body of the Python
+ * loop. Returns 0, or -1 with an exception. */
+static int fold_run(PyObject *st, PyObject **col, Py_ssize_t i, Py_ssize_t j, long long m0,
+                    Py_ssize_t slot, PyObject *bucket, long long clock, long long top_id,
+                    long long dedup)
+{
+    PyObject *ts = col[0], *tids = col[1], *px = col[2], *pu = col[3], *pdp = col[4],
+             *qu = col[5], *qdp = col[6];
+    PyObject *idq = NULL, *ids = NULL, *run_ts = NULL, *run_ids = NULL, *r = NULL, *v = NULL,
+             *q = NULL, *cnt = NULL, *stats = NULL, *hi = NULL, *lo = NULL, *w = NULL;
+    int rc = -1;
+    Py_ssize_t k = j - 1;
+    /* self._prune((ts[k - 1] if k > i else clock) - dedup_ms) */
+    long long h0 = k > i ? PyLong_AsLongLong(PyList_GET_ITEM(ts, k - 1)) : clock;
+    if (h0 == -1 && PyErr_Occurred())
+        return -1;
+    if ((idq = PyObject_GetAttr(st, n_idq)) == NULL || (ids = PyObject_GetAttr(st, n_sids)) == NULL)
+        goto done;
+    if (!PyTuple_Check(idq) || PyTuple_GET_SIZE(idq) != 2 || (ids != Py_None && !PyDict_Check(ids))) {
+        PyErr_SetString(PyExc_TypeError, "ticker state: unexpected _idq or _ids");
+        goto done;
+    }
+    PyObject *qts = PyTuple_GET_ITEM(idq, 0), *qid = PyTuple_GET_ITEM(idq, 1);
+    /* self._remember(ts[i:j], run_ids, True, top) */
+    if ((run_ts = PyList_GetSlice(ts, i, j)) == NULL || (run_ids = PyList_GetSlice(tids, i, j)) == NULL)
+        goto done;
+    if ((r = PyObject_CallMethodOneArg(qts, n_extend, run_ts)) == NULL)
+        goto done;
+    Py_CLEAR(r);
+    if ((r = PyObject_CallMethodOneArg(qid, n_extend, run_ids)) == NULL)
+        goto done;
+    Py_CLEAR(r);
+    if (set_attr_new(st, n_top_id, PyLong_FromLongLong(top_id)) < 0)
+        goto done;
+    if (ids != Py_None) {
+        for (Py_ssize_t x = 0; x < j - i; x++)
+            if (PyDict_SetItem(ids, PyList_GET_ITEM(run_ids, x), PyList_GET_ITEM(run_ts, x)) < 0)
+                goto done;
+        long long rising = attr_ll(st, n_rising);
+        if (rising == -1 && PyErr_Occurred())
+            goto done;
+        rising += j - i;
+        if (set_attr_new(st, n_rising, PyLong_FromLongLong(rising)) < 0)
+            goto done;
+        Py_ssize_t qlen = PyObject_Length(qts);
+        if (qlen < 0)
+            goto done;
+        if (2 * rising > qlen) {
+            if (PyObject_SetAttr(st, n_sids, Py_None) < 0)
+                goto done;
+            Py_SETREF(ids, Py_NewRef(Py_None));
+        }
+    }
+    /* self._prune((ts[k - 1] if k > i else clock) - dedup_ms), after the run is kept */
+    if (prune_ids(qts, qid, ids, h0 - dedup) < 0)
+        goto done;
+    /* stats["trades"] += j - i; clock; last */
+    if ((cnt = PyLong_FromSsize_t(j - i)) == NULL || (stats = PyObject_GetAttr(st, n_stats)) == NULL)
+        goto done;
+    PyObject *trades = PyDict_GetItemWithError(stats, n_trades);
+    if (trades == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_KeyError, "trades");
+        goto done;
+    }
+    if ((r = PyNumber_Add(trades, cnt)) == NULL || PyDict_SetItem(stats, n_trades, r) < 0)
+        goto done;
+    Py_CLEAR(r);
+    if (PyObject_SetAttr(st, n_clock, PyList_GET_ITEM(ts, k)) < 0)
+        goto done;
+    if (set_attr_new(st, n_last, PyTuple_Pack(5, PyList_GET_ITEM(ts, k), PyList_GET_ITEM(px, k),
+                                              PyList_GET_ITEM(pu, k), PyList_GET_ITEM(pdp, k),
+                                              PyList_GET_ITEM(tids, k))) < 0)
+        goto done;
+    /* the fold: first highest and lowest price, volume and quote sums, most decimals */
+    PyObject *top = PyList_GET_ITEM(pu, i), *low = top;
+    Py_ssize_t top_k = i, low_k = i;
+    long vmax = PyLong_AsLong(PyList_GET_ITEM(qdp, i));
+    long qmax = vmax + PyLong_AsLong(PyList_GET_ITEM(pdp, i));
+    if (PyErr_Occurred())
+        goto done;
+    v = Py_NewRef(PyList_GET_ITEM(qu, i));
+    if ((q = PyNumber_Multiply(top, v)) == NULL)
+        goto done;
+    for (Py_ssize_t x = i + 1; x < j; x++) {
+        PyObject *p = PyList_GET_ITEM(pu, x), *u = PyList_GET_ITEM(qu, x);
+        if (p != top && p != low) {
+            int gt = PyObject_RichCompareBool(p, top, Py_GT);
+            if (gt < 0)
+                goto done;
+            if (gt) {
+                top = p;
+                top_k = x;
+            } else {
+                int lt = PyObject_RichCompareBool(p, low, Py_LT);
+                if (lt < 0)
+                    goto done;
+                if (lt) {
+                    low = p;
+                    low_k = x;
+                }
+            }
+        }
+        PyObject *nv = PyNumber_Add(v, u);
+        Py_SETREF(v, nv);
+        if (v == NULL)
+            goto done;
+        PyObject *pq = PyNumber_Multiply(p, u);
+        if (pq == NULL)
+            goto done;
+        PyObject *nq = PyNumber_Add(q, pq);
+        Py_DECREF(pq);
+        Py_SETREF(q, nq);
+        if (q == NULL)
+            goto done;
+        long vd = PyLong_AsLong(PyList_GET_ITEM(qdp, x));
+        long qd = vd + PyLong_AsLong(PyList_GET_ITEM(pdp, x));
+        if (PyErr_Occurred())
+            goto done;
+        if (vd > vmax)
+            vmax = vd;
+        if (qd > qmax)
+            qmax = qd;
+    }
+    if ((hi = PyObject_GetAttr(st, n_hi)) == NULL || (lo = PyObject_GetAttr(st, n_lo)) == NULL)
+        goto done;
+    if (!PyList_CheckExact(hi) || !PyList_CheckExact(lo) || slot >= PyList_GET_SIZE(hi) ||
+        slot >= PyList_GET_SIZE(lo)) {
+        PyErr_SetString(PyExc_TypeError, "ticker state: unexpected _hi or _lo");
+        goto done;
+    }
+    int up = PyObject_RichCompareBool(top, PyList_GET_ITEM(hi, slot), Py_GT);
+    if (up < 0)
+        goto done;
+    if (up) {
+        if (PyList_SetItem(hi, slot, Py_NewRef(top)) < 0 ||
+            PyList_SetItem(bucket, B_H, PyTuple_Pack(2, top, PyList_GET_ITEM(px, top_k))) < 0 ||
+            PyList_SetItem(bucket, B_H_TS, Py_NewRef(PyList_GET_ITEM(ts, top_k))) < 0)
+            goto done;
+    }
+    int down = PyObject_RichCompareBool(low, PyList_GET_ITEM(lo, slot), Py_LT);
+    if (down < 0)
+        goto done;
+    if (down) {
+        if (PyList_SetItem(lo, slot, Py_NewRef(low)) < 0 ||
+            PyList_SetItem(bucket, B_L, PyTuple_Pack(2, low, PyList_GET_ITEM(px, low_k))) < 0 ||
+            PyList_SetItem(bucket, B_L_TS, Py_NewRef(PyList_GET_ITEM(ts, low_k))) < 0)
+            goto done;
+    }
+    if (add_item(bucket, B_V, v) < 0 || add_item(bucket, B_Q, q) < 0 ||
+        add_item(bucket, B_N, cnt) < 0)
+        goto done;
+    /* self._dp(bucket, vmax, qmax) */
+    long long cur = PyLong_AsLongLong(PyList_GET_ITEM(bucket, B_V_DP));
+    if (cur == -1 && PyErr_Occurred())
+        goto done;
+    if (vmax > cur) {
+        if ((w = PyObject_GetAttr(st, n_vdp)) == NULL || !PyList_CheckExact(w) ||
+            bump(w, cur, -1) < 0 || bump(w, vmax, 1) < 0 ||
+            PyList_SetItem(bucket, B_V_DP, PyLong_FromLong(vmax)) < 0) {
+            if (w != NULL && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "ticker state: unexpected _vdp");
+            goto done;
+        }
+        Py_CLEAR(w);
+    }
+    cur = PyLong_AsLongLong(PyList_GET_ITEM(bucket, B_Q_DP));
+    if (cur == -1 && PyErr_Occurred())
+        goto done;
+    if (qmax > cur) {
+        if ((w = PyObject_GetAttr(st, n_qdp)) == NULL || !PyList_CheckExact(w) ||
+            bump(w, cur, -1) < 0 || bump(w, qmax, 1) < 0 ||
+            PyList_SetItem(bucket, B_Q_DP, PyLong_FromLong(qmax)) < 0) {
+            if (w != NULL && !PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "ticker state: unexpected _qdp");
+            goto done;
+        }
+        Py_CLEAR(w);
+    }
+    /* the window's high and low, if known (None: recomputed at the next record) */
+    for (int side = 0; side < 2; side++) {
+        PyObject *name = side ? n_wl : n_wh, *name_m = side ? n_wl_m : n_wh_m;
+        PyObject *ext = side ? low : top;
+        if ((w = PyObject_GetAttr(st, name)) == NULL)
+            goto done;
+        if (w != Py_None) {
+            int better = PyObject_RichCompareBool(ext, w, side ? Py_LT : Py_GT);
+            if (better < 0)
+                goto done;
+            if (!better) {
+                int eq = PyObject_RichCompareBool(ext, w, Py_EQ);
+                if (eq < 0)
+                    goto done;
+                if (eq) {
+                    long long wm = attr_ll(st, name_m);
+                    if (wm == -1 && PyErr_Occurred())
+                        goto done;
+                    better = m0 < wm;
+                }
+            }
+            if (better && (PyObject_SetAttr(st, name, ext) < 0 ||
+                           set_attr_new(st, name_m, PyLong_FromLongLong(m0)) < 0))
+                goto done;
+        }
+        Py_CLEAR(w);
+    }
+    if (add_attr(st, n_v, v) < 0 || add_attr(st, n_q, q) < 0 || add_attr(st, n_n, cnt) < 0 ||
+        PyObject_SetAttr(st, n_dirty, Py_True) < 0)
+        goto done;
+    rc = 0;
+done:
+    Py_XDECREF(idq);
+    Py_XDECREF(ids);
+    Py_XDECREF(run_ts);
+    Py_XDECREF(run_ids);
+    Py_XDECREF(r);
+    Py_XDECREF(v);
+    Py_XDECREF(q);
+    Py_XDECREF(cnt);
+    Py_XDECREF(stats);
+    Py_XDECREF(hi);
+    Py_XDECREF(lo);
+    Py_XDECREF(w);
+    return rc;
+}
+
+PyDoc_STRVAR(ticker_runs_doc,
+"ticker_runs(state, batch, i) -> int\n\n"
+"Fold the runs of TradeBatch ``batch`` from row ``i`` that TickerState.on_trades folds itself\n"
+"with rising numeric ids, into ``state``; stop after a run at whose last trade a record is due,\n"
+"or at a row it does not take (the Python loop's then). Returns the next row.");
+
+static PyObject *ticker_runs(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "ticker_runs(state, batch, i)");
+        return NULL;
+    }
+    PyObject *st = args[0], *b = args[1], *col[7] = {NULL}, *buckets = NULL, *params = NULL,
+             *w = NULL, *result = NULL;
+    PyObject *names[7] = {n_ts, n_ids, n_px, n_px_u, n_px_dp, n_qty_u, n_qty_dp};
+    Py_ssize_t i = PyLong_AsSsize_t(args[2]);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    for (int c = 0; c < 7; c++) {
+        if ((col[c] = PyObject_GetAttr(b, names[c])) == NULL)
+            goto done;
+        if (!PyList_CheckExact(col[c]) || PyList_GET_SIZE(col[c]) != PyList_GET_SIZE(col[0])) {
+            PyErr_SetString(PyExc_TypeError, "ticker_runs: columns must be lists of one length");
+            goto done;
+        }
+    }
+    Py_ssize_t n = PyList_GET_SIZE(col[0]);
+    if ((buckets = PyObject_GetAttr(st, n_b)) == NULL || (params = PyObject_GetAttr(st, n_params)) == NULL)
+        goto done;
+    if (!PyList_CheckExact(buckets) || PyList_GET_SIZE(buckets) != T_BUCKETS) {
+        PyErr_SetString(PyExc_TypeError, "ticker_runs: state._b must be a list of 1440 buckets");
+        goto done;
+    }
+    long long dedup = attr_ll(params, n_dedup_ms);
+    if (dedup == -1 && PyErr_Occurred())
+        goto done;
+    while (i >= 0 && i < n) {
+        long long t0 = PyLong_AsLongLong(PyList_GET_ITEM(col[0], i));
+        long long clock = attr_ll(st, n_clock);
+        if (PyErr_Occurred())
+            goto done;
+        if ((w = PyObject_GetAttr(st, n_open_t)) == NULL)
+            goto done;
+        if (w == Py_None)
+            break;
+        long long open_t = PyLong_AsLongLong(w);
+        Py_CLEAR(w);
+        if (open_t == -1 && PyErr_Occurred())
+            goto done;
+        if (t0 < 0)  /* not from the decoder: the Python loop's */
+            break;
+        long long m0 = t0 - t0 % T_MINUTE;
+        Py_ssize_t slot = (Py_ssize_t)((m0 / T_MINUTE) % T_BUCKETS);
+        PyObject *bucket = PyList_GET_ITEM(buckets, slot);
+        if (bucket == Py_None || t0 < clock || m0 - T_SPAN > open_t)
+            break;
+        if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != B_SIZE)
+            break;
+        long long next = attr_ll(st, n_next), top_id = attr_ll(st, n_top_id);
+        if (PyErr_Occurred())
+            goto done;
+        Py_ssize_t j = run_end(col[0], i, t0, m0, next);
+        if (j < 0)
+            goto done;
+        int fresh;
+        long long top;
+        if (scan_ids_core(col[1], i, j, top_id, &fresh, &top) < 0)
+            goto done;
+        if (!fresh)
+            break;
+        Py_INCREF(bucket);  /* held across the fold, which replaces items of other lists */
+        int rc = fold_run(st, col, i, j, m0, slot, bucket, clock, top, dedup);
+        Py_DECREF(bucket);
+        if (rc < 0)
+            goto done;
+        long long last = PyLong_AsLongLong(PyList_GET_ITEM(col[0], j - 1));
+        i = j;
+        if (last >= next)
+            break;  /* a record is due: the caller emits it */
+    }
+    result = PyLong_FromSsize_t(i);
+done:
+    for (int c = 0; c < 7; c++)
+        Py_XDECREF(col[c]);
+    Py_XDECREF(buckets);
+    Py_XDECREF(params);
+    Py_XDECREF(w);
+    return result;
+}
+
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
 
@@ -867,6 +1345,7 @@ PyDoc_STRVAR(fmt_doc, "fmt(units, dp, scale=18) -> str: operators.fixed.fmt (see
 static PyMethodDef methods[] = {
     {"fmt", (PyCFunction)(void (*)(void))fmt, METH_FASTCALL | METH_KEYWORDS, fmt_doc},
     {"scan_ids", (PyCFunction)(void (*)(void))scan_ids, METH_FASTCALL, scan_ids_doc},
+    {"ticker_runs", (PyCFunction)(void (*)(void))ticker_runs, METH_FASTCALL, ticker_runs_doc},
     {"set_fmt_fallback", set_fmt_fallback, METH_O, "The Python fmt, for the uncommon cases."},
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},
     {"book_levels", (PyCFunction)(void (*)(void))book_levels, METH_FASTCALL, book_levels_doc},
@@ -891,7 +1370,7 @@ PyMODINIT_FUNC PyInit__native(void)
     fmt_big = PyLong_FromString("1" "000000000000000000000000000000000000000000000000000000000000"
                                 "000000000000000000000000000000000000000000000000000000000000",
                                 NULL, 10); /* 10**120: far above any price, far below str()'s limit */
-    if (s_buy == NULL || s_sell == NULL || zero == NULL || fmt_big == NULL)
+    if (s_buy == NULL || s_sell == NULL || zero == NULL || fmt_big == NULL || intern_names() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

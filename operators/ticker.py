@@ -123,6 +123,7 @@ def _scan_ids_py(ids: list[str], start: int, stop: int, floor: int) -> tuple[boo
 
 
 _scan_ids = _scan_ids_py if _native is None else _native.scan_ids
+_ticker_runs = None if _native is None else _native.ticker_runs  # on_trades' common runs
 
 
 def _top_dp(counts: list[int]) -> int:
@@ -296,11 +297,21 @@ class TickerState:
         out: list[dict[str, Any]] = []
         ts, tids, px, pu, pdp, qu, qdp = b.ts, b.ids, b.px, b.px_u, b.px_dp, b.qty_u, b.qty_dp
         n = len(ts)
-        # down[k]: ts[k + 1] < ts[k] (or k is the last), so a run from i ends by down.index(True, i)
-        down = [*map(gt, ts, islice(ts, 1, None)), True]
+        down: list[bool] | None = None  # built when first needed (the compiled runs do not)
         buckets = self._b
         i = 0
         while i < n:
+            if _ticker_runs is not None:  # the common runs, compiled (operators/_native.c)
+                j = _ticker_runs(self, b, i)
+                if j > i:
+                    i = j
+                    if self._dirty and self._clock >= self._next:
+                        out.append(self._emit())
+                    continue
+            if down is None:
+                # down[k]: ts[k + 1] < ts[k] (or k is the last): a run from i ends by
+                # down.index(True, i)
+                down = [*map(gt, ts, islice(ts, 1, None)), True]
             j = i
             t0, clock, open_t = ts[i], self._clock, self._open_t
             m0 = t0 - t0 % MINUTE
@@ -318,8 +329,11 @@ class TickerState:
                 continue
             assert bucket is not None
             k = j - 1
-            self._prune((ts[k - 1] if k > i else clock) - self.params.dedup_ms)  # the last trade's
             self._remember(ts[i:j], run_ids, fresh, top)
+            # The last trade's pruning, after the run is kept: on_trade one by one also drops
+            # the run's own first ids once the horizon passes them (a horizon shorter than the
+            # run); never the last trade's, whose ts is at or after its own horizon.
+            self._prune((ts[k - 1] if k > i else clock) - self.params.dedup_ms)
             self.stats["trades"] += j - i
             self._clock = ts[k]
             self._last = (ts[k], px[k], pu[k], pdp[k], tids[k])

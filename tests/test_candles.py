@@ -403,11 +403,14 @@ def assert_batches_equal_one_by_one(a: Any, b: Any, trades: list[Trade],
                                     cuts: list[int]) -> None:
     """``b.on_trades`` over ``trades`` cut into batches gives the very records, stats, state and
     flush of ``a.on_trade`` one by one (``a``, ``b``: fresh states with the same params)."""
-    one = [r for t in trades for r in a.on_trade(t)]
-    many = [r for batch in batched(trades, cuts) for r in b.on_trades(batch)]
-    assert many == one
-    assert b.stats == a.stats
-    assert b.__getstate__() == a.__getstate__()
+    done = 0
+    for batch in batched(trades, cuts):  # compared after every batch, not only at the end
+        part = trades[done:done + len(batch)]
+        done += len(batch)
+        assert b.on_trades(batch) == [r for t in part for r in a.on_trade(t)]
+        assert b.stats == a.stats
+        assert b.__getstate__() == a.__getstate__()
+    assert done == len(trades)
     assert b.flush() == a.flush()
 
 

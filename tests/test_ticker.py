@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -11,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators import ticker as ticker_mod
 from operators.events import Trade, encode_trade
 from operators.ticker import MINUTE, TickerParams, TickerState
 from tests.reference import accept_ticker, ref_ticker
@@ -195,14 +198,62 @@ def test_real_eth_tickers_equal_reference() -> None:
     assert tickers[-1][1]["count"] == len(trades)
 
 
+@contextmanager
+def runs_in(where: str) -> Iterator[None]:
+    """``on_trades`` with its common runs compiled (``ticker_runs`` in operators/_native.c, as
+    the flows run) or in Python (the pure-Python build, and the reference for the C code)."""
+    saved = ticker_mod._ticker_runs
+    if where == "python":
+        ticker_mod._ticker_runs = None
+    else:
+        assert saved is not None, "operators/_native.c is not built (`make setup`)"
+    try:
+        yield
+    finally:
+        ticker_mod._ticker_runs = saved
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
 @settings(max_examples=200, deadline=None)
-@given(ticker_streams(), st.lists(st.integers(0, 10**6)), st.sampled_from([0, 1000, 60_000]))
-def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], cuts: list[int],
-                                              throttle: int) -> None:
+@given(trades=ticker_streams(), cuts=st.lists(st.integers(0, 10**6)),
+       throttle=st.sampled_from([0, 1000, 60_000]),
+       dedup=st.sampled_from([600_000, 60_000, 1000, 0]))
+def test_on_trades_equals_on_trade_one_by_one(where: str, trades: list[Trade], cuts: list[int],
+                                              throttle: int, dedup: int) -> None:
     """The batch entry point gives the very records, stats and state of ``on_trade`` one by one
-    (the streams include late and re-sent trades)."""
-    assert_batches_equal_one_by_one(TickerState(TickerParams(throttle)),
-                                    TickerState(TickerParams(throttle)), trades, cuts)
+    (the streams include late and re-sent trades; short duplicate horizons forget ids often)."""
+    with runs_in(where):
+        assert_batches_equal_one_by_one(TickerState(TickerParams(throttle, dedup)),
+                                        TickerState(TickerParams(throttle, dedup)), trades, cuts)
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
+def test_rising_ids_with_time_going_back(where: str) -> None:
+    """Ids that rise while the time steps back (an exchange's clock, not its numbering): a run
+    ends where time goes back, as the last trade is the one with the greatest time."""
+    steps = [0, 3000, 2000, 2000, 5000, 4000, 61_000, 60_500, 60_500, 59_000, 62_000]
+    trades = [mk(BASE + t, 500 + i, f"{10 + i % 4}.5", "1") for i, t in enumerate(steps)]
+    with runs_in(where):
+        for throttle, cut in itertools.product([0, 1000, 2500, 60_000], range(1, len(trades))):
+            one, many = TickerState(TickerParams(throttle)), TickerState(TickerParams(throttle))
+            for part in (trades[:cut], trades[cut:]):  # the state compared after each batch
+                assert many.on_trades(one_batch(part)) == [r for t in part
+                                                           for r in one.on_trade(t)]
+                assert many.__getstate__() == one.__getstate__()
+                assert many.flush() == one.flush()
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
+def test_ids_at_the_horizon_are_kept(where: str) -> None:
+    """An id whose ``ts`` is exactly the duplicate horizon still counts (``ts >= horizon``): the
+    batch path forgets ids at the same moment as ``on_trade``."""
+    trades = [mk(BASE + 250 * i, 100 + i, "10.5", "1") for i in range(40)]
+    trades += [trades[30], trades[33]]  # re-sent: one at the horizon, one inside it
+    with runs_in(where):
+        for dedup in (1000, 1250, 2000):
+            assert_batches_equal_one_by_one(TickerState(TickerParams(1000, dedup)),
+                                            TickerState(TickerParams(1000, dedup)), trades,
+                                            [20, 38, 41])
 
 
 def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
@@ -225,13 +276,15 @@ def test_restores_snapshots_written_with_one_deque_of_pairs() -> None:
     assert b.stats == a.stats
 
 
+@pytest.mark.parametrize("where", ["compiled", "python"])
 @pytest.mark.parametrize("throttle", [0, 1000, 60_000])
-def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
+def test_on_trades_equals_on_trade_on_real_trades(throttle: int, where: str) -> None:
     """Dense real trades (long runs, a record due every second) in flow-sized batches."""
     trades = eth_trades()
-    assert_batches_equal_one_by_one(TickerState(TickerParams(throttle)),
-                                    TickerState(TickerParams(throttle)), trades,
-                                    list(range(0, len(trades), 397)))
+    with runs_in(where):
+        assert_batches_equal_one_by_one(TickerState(TickerParams(throttle)),
+                                        TickerState(TickerParams(throttle)), trades,
+                                        list(range(0, len(trades), 397)))
 
 
 def one_batch(trades: list[Trade]) -> Any:
