@@ -30,6 +30,11 @@ from connectors.kafka import Message, source_behind
 from dataflows import metrics
 from operators.events import NATIVE, BookEvent, DeadLetter, Trade, decode, decode_trades
 
+try:
+    from operators import _native
+except ImportError:  # pragma: no cover - the pure-Python build
+    _native = None  # type: ignore[assignment]
+
 __all__ = ["KeyedState", "build_flow", "live_flow", "replay_flow"]
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,7 @@ def _now_ms() -> int:
 
 
 Batch = tuple[list[dict[str, Any]], list[dict[str, Any]]]  # (records, dead letters)
+Group = tuple[bytes | None, list[bytes]]  # one key's message values of a source batch
 EventType = type[Trade] | type[BookEvent]  # what a flow's state takes
 _VALUE = itemgetter(1)  # of a Message
 
@@ -92,7 +98,7 @@ class _FlatPart(StatelessSinkPartition[list[dict[str, Any]]]):
         self.inner.close()
 
 
-class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
+class _Logic(StatefulBatchLogic[Group, Batch, bytes]):
     """Decodes messages for one key and drives its state; in live mode also from the clock.
 
     Event time maps to the clock by the newest event: ``event_now = max_ts + (wall - wall_then)``,
@@ -119,7 +125,7 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
             self.key, self.state, self.max_ts = pickle.loads(resume)
             self.wall = _now_ms()
 
-    def _decode(self, e: Any, msg: Message) -> Any:
+    def _decode(self, e: Any, raw: bytes) -> Any:
         """Check a decoded message against this flow and key; a DeadLetter if it does not fit."""
         if isinstance(e, DeadLetter):
             e.key = e.key or self.key
@@ -127,31 +133,32 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
             return e
         if not isinstance(e, self.kind):
             return DeadLetter(f"unexpected {type(e).__name__} event in the {self.flow} flow",
-                              msg[1].decode("utf-8", "replace"), e.key, self.flow)
+                              raw.decode("utf-8", "replace"), e.key, self.flow)
         if e.key != self.key:
             return DeadLetter(f"message key {self.key!r} does not match the event's {e.key!r}",
-                              msg[1].decode("utf-8", "replace"), e.key, self.flow)
+                              raw.decode("utf-8", "replace"), e.key, self.flow)
         if e.ts > self.max_ts:
             self.max_ts = e.ts
             if self.live:
                 self.wall = _now_ms()
         return e
 
-    def on_batch(self, values: list[list[Message]] | list[Message]) -> tuple[list[Batch], bool]:
-        """Groups of messages from ``_by_key`` (a plain list of messages also works, as one group:
-        direct callers such as bench/bench_recovery.py)."""
-        groups: Any = values if type(values[0]) is list else [values]
+    def on_batch(self, values: list[Group] | list[Message]) -> tuple[list[Batch], bool]:
+        """Groups ``(key, [value, ...])`` from ``_by_key`` (a plain list of messages also works,
+        as one group: direct callers such as bench/bench_recovery.py)."""
+        groups: Any = (values if type(values[0][1]) is list
+                       else [(values[0][0], list(map(_VALUE, values)))])
         out: list[dict[str, Any]] = []
         if self.state is None:
-            self.key = _message_key(groups[0][0])
+            self.key = _key_text(groups[0][0])
             self.state = self.make_state(self.key)
         n = 0
-        for group in groups:
+        for _, group in groups:
             n += len(group)
             if self.kind is Trade:
                 # A group of canonical trades of this key: decoded in one pass, handed over whole.
                 ex, _, sym = self.key.partition(":")
-                b = decode_trades(list(map(_VALUE, group)), ex, sym)
+                b = decode_trades(group, ex, sym)
                 if b is not None:
                     top = max(b.ts)
                     if top > self.max_ts:
@@ -164,17 +171,17 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
         metrics.count_batch(self.flow, n, out)
         return _batched(out), StatefulBatchLogic.RETAIN
 
-    def _each(self, group: list[Message], out: list[dict[str, Any]]) -> None:
+    def _each(self, group: list[bytes], out: list[dict[str, Any]]) -> None:
         """Message by message: book events, and trade groups that are not all canonical."""
         handle = self.state.on_trade if self.kind is Trade else self.state.on_event
         kind, live = self.kind, self.live
         ok_ex = ok_sym = None  # the (ex, sym) last seen to spell this key: skips building e.key
-        for msg in group:
-            e = decode(msg[1])
+        for raw in group:
+            e = decode(raw)
             # The common case inline (per message, every call counts); anything else, or the
             # first event of a group, goes through _decode, which words the dead letters.
             if type(e) is not kind or e.ex != ok_ex or e.sym != ok_sym:
-                e = self._decode(e, msg)
+                e = self._decode(e, raw)
                 if type(e) is DeadLetter:
                     out.append(e.record())
                     continue
@@ -224,21 +231,31 @@ class _Logic(StatefulBatchLogic[list[Message], Batch, bytes]):
         return pickle.dumps((self.key, self.state, self.max_ts), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _message_key(msg: Message) -> str:
-    return msg[0].decode("utf-8", "replace") if msg[0] else "?"
+def _key_text(key: bytes | None) -> str:
+    return key.decode("utf-8", "replace") if key else "?"
 
 
-def _by_key(batch: list[Message]) -> list[tuple[str, list[Message]]]:
-    """One keyed item per key and source batch, its messages in order: Bytewax's cost per item
-    and per routing step is then paid per group (~20-80 messages here), not per message."""
-    groups: dict[bytes | None, list[Message]] = {}
-    for msg in batch:
-        g = groups.get(msg[0])
+def _group_by_key_py(batch: list[Message]) -> list[Group]:
+    """Messages grouped by key, keys in order of first appearance, each key's values in order
+    (the reference of ``group_by_key`` in operators/_native.c)."""
+    groups: dict[bytes | None, list[bytes]] = {}
+    for key, value in batch:
+        g = groups.get(key)
         if g is None:
-            groups[msg[0]] = [msg]
+            groups[key] = [value]
         else:
-            g.append(msg)
-    return [(_message_key(g[0]), g) for g in groups.values()]
+            g.append(value)
+    return list(groups.items())
+
+
+_group_by_key = _group_by_key_py if _native is None else _native.group_by_key
+
+
+def _by_key(batch: list[Message]) -> list[tuple[str, Group]]:
+    """One keyed item per key and source batch, its values in order: Bytewax's cost per item
+    and per routing step is then paid per group (hundreds of messages under load), not per
+    message."""
+    return [(_key_text(key), (key, values)) for key, values in _group_by_key(batch)]
 
 
 def build_flow(name: str, source: Source[Message], kind: EventType,

@@ -1337,6 +1337,51 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(group_by_key_doc,
+"group_by_key(messages) -> list of (key, [value, ...])\n\n"
+"dataflows.common: a source batch of (key, value, ...) tuples grouped by key, keys in order of\n"
+"first appearance, each key's values in order (_group_by_key_py is the reference). The Python\n"
+"loop cost ~0.1 us a message, 4% of a trade flow.");
+
+static PyObject *group_by_key(PyObject *self, PyObject *batch)
+{
+    if (!PyList_CheckExact(batch)) {
+        PyErr_SetString(PyExc_TypeError, "group_by_key(messages: list)");
+        return NULL;
+    }
+    PyObject *index = PyDict_New(), *out = PyList_New(0);
+    if (index == NULL || out == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(batch); i++) {
+        PyObject *msg = PyList_GET_ITEM(batch, i);
+        if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) < 2) {
+            PyErr_SetString(PyExc_TypeError, "group_by_key: messages are (key, value) tuples");
+            goto fail;
+        }
+        PyObject *key = PyTuple_GET_ITEM(msg, 0), *values = PyDict_GetItemWithError(index, key);
+        if (values == NULL) {
+            if (PyErr_Occurred() || (values = PyList_New(0)) == NULL)
+                goto fail;
+            PyObject *pair = PyTuple_Pack(2, key, values);
+            int rc = pair == NULL ? -1 : PyList_Append(out, pair);
+            Py_XDECREF(pair);
+            if (rc == 0)
+                rc = PyDict_SetItem(index, key, values);
+            Py_DECREF(values);  /* the pair and the index hold it */
+            if (rc < 0)
+                goto fail;
+        }
+        if (PyList_Append(values, PyTuple_GET_ITEM(msg, 1)) < 0)
+            goto fail;
+    }
+    Py_DECREF(index);
+    return out;
+fail:
+    Py_XDECREF(index);
+    Py_XDECREF(out);
+    return NULL;
+}
+
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
 
@@ -1346,6 +1391,7 @@ static PyMethodDef methods[] = {
     {"fmt", (PyCFunction)(void (*)(void))fmt, METH_FASTCALL | METH_KEYWORDS, fmt_doc},
     {"scan_ids", (PyCFunction)(void (*)(void))scan_ids, METH_FASTCALL, scan_ids_doc},
     {"ticker_runs", (PyCFunction)(void (*)(void))ticker_runs, METH_FASTCALL, ticker_runs_doc},
+    {"group_by_key", group_by_key, METH_O, group_by_key_doc},
     {"set_fmt_fallback", set_fmt_fallback, METH_O, "The Python fmt, for the uncommon cases."},
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},
     {"book_levels", (PyCFunction)(void (*)(void))book_levels, METH_FASTCALL, book_levels_doc},

@@ -343,3 +343,16 @@ def test_the_bench_command_runs_from_anywhere(tmp_path: Any) -> None:
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Decoding: compiled scanners vs pure Python" in out.stdout
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([b"a:X-Y", b"b:X-Y", b"", None]),
+                          st.binary(max_size=3))))
+def test_group_by_key_equals_the_python_grouping(
+        messages: list[tuple[bytes | None, bytes]]) -> None:
+    from dataflows.common import _group_by_key_py
+
+    assert events._native is not None
+    assert events._native.group_by_key(messages) == _group_by_key_py(messages)
+    with pytest.raises(TypeError):
+        events._native.group_by_key([(b"k",)])
