@@ -76,6 +76,11 @@ import orjson
 from operators.events import DeadLetter, Trade, TradeBatch, encode_trade
 from operators.fixed import SCALE, fmt
 
+try:
+    from operators._native import candle_runs as _candle_runs  # on_trades' common runs
+except ImportError:  # pragma: no cover - the pure-Python build
+    _candle_runs = None  # type: ignore[assignment]
+
 __all__ = ["MINUTE", "CandleParams", "CandleState", "parse_interval"]
 
 MINUTE = 60_000
@@ -308,6 +313,15 @@ class CandleState:
         ids, opened = self._ids, self._open
         i = 0
         while i < n:
+            if _candle_runs is not None:  # the common runs, compiled (operators/_native.c)
+                j = _candle_runs(self, b, i)
+                if j > i:
+                    i = j
+                    t = ts[j - 1]
+                    m0 = t - t % MINUTE
+                    if m0 != self._marked or self._clock >= self._soonest:
+                        self._mark(m0, out)
+                    continue
             j = i
             t0, clock = ts[i], self._clock
             m0 = t0 - t0 % MINUTE
@@ -347,14 +361,18 @@ class CandleState:
                 self._clock = ts[k]
                 self._move(ts[k] - self._late_ms, out)  # prunes ids; closes nothing before end
             if m0 != self._marked or self._clock >= self._soonest:
-                for x, iv in enumerate(self._ivs):
-                    self._dirty[x].add(m0 - m0 % iv)
-                self._marked = m0
-                before = len(out)
-                self._emit_due(out)
-                self.stats["emitted"] += len(out) - before
+                self._mark(m0, out)
             i = j
         return out
+
+    def _mark(self, m0: int, out: list[dict[str, Any]]) -> None:
+        """Minute ``m0`` changed: its candle of every interval is pending; emit what is due."""
+        for x, iv in enumerate(self._ivs):
+            self._dirty[x].add(m0 - m0 % iv)
+        self._marked = m0
+        before = len(out)
+        self._emit_due(out)
+        self.stats["emitted"] += len(out) - before
 
     def advance(self, now_ms: int) -> list[dict[str, Any]]:
         """Live mode: event time is at least ``now_ms``. Close what the watermark passed and emit

@@ -9,6 +9,8 @@ import pickle
 import random
 import re
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from connectors.exchanges.recordings import data_dir
+from operators import candles as candles_mod
 from operators.candles import MINUTE, CandleParams, CandleState, parse_interval
 from operators.events import Trade, TradeBatch, decode_obj, decode_trades, encode, encode_trade
 from tests.reference import accept_candles, fold_candles, ref_candles, ref_minutes
@@ -414,10 +417,27 @@ def assert_batches_equal_one_by_one(a: Any, b: Any, trades: list[Trade],
     assert b.flush() == a.flush()
 
 
+@contextmanager
+def runs_in(where: str, module: Any = candles_mod, name: str = "_candle_runs") -> Iterator[None]:
+    """``on_trades`` with its common runs compiled (``module.name``, from operators/_native.c,
+    as the flows run) or in Python (the pure-Python build, and the reference for the C code)."""
+    saved = getattr(module, name)
+    if where == "python":
+        setattr(module, name, None)
+    else:
+        assert saved is not None, "operators/_native.c is not built (`make setup`)"
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
 @settings(max_examples=200, deadline=None)
-@given(trade_lists(), st.randoms(use_true_random=False), st.lists(st.integers(0, 10**6)),
-       st.sampled_from([0, 1000]), st.booleans())
-def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], rnd: random.Random,
+@given(trades=trade_lists(), rnd=st.randoms(use_true_random=False),
+       cuts=st.lists(st.integers(0, 10**6)), throttle=st.sampled_from([0, 1000]),
+       fill=st.booleans())
+def test_on_trades_equals_on_trade_one_by_one(where: str, trades: list[Trade], rnd: random.Random,
                                               cuts: list[int], throttle: int,
                                               fill: bool) -> None:
     """The batch entry point gives the very records, stats and state of ``on_trade`` one by one,
@@ -426,7 +446,29 @@ def test_on_trades_equals_on_trade_one_by_one(trades: list[Trade], rnd: random.R
     trades += [trades[rnd.randrange(len(trades))] for _ in range(len(trades) // 5)]  # re-sent
     rnd.shuffle(trades[-len(trades) // 4:])  # some beyond the lateness: late
     params = CandleParams(intervals=IVS, emit_interval_ms=throttle, fill_gaps=fill)
-    assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades, cuts)
+    with runs_in(where):
+        assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades, cuts)
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
+def test_runs_with_time_going_back_and_ids_repeated_within(where: str) -> None:
+    """A run ends where time steps back; an id repeated inside what would be one run leaves the
+    run to ``on_trade`` (which counts the duplicate) with nothing of it kept."""
+    steps = [0, 3000, 2000, 2000, 5000, 4000, 61_000, 60_500, 60_500, 59_000, 62_000, 62_500]
+    trades = [mk(BASE + t, 500 + i, f"{10 + i % 4}.5", "1") for i, t in enumerate(steps)]
+    trades.insert(9, mk(BASE + 61_200, 508, "9.5", "2"))  # id 508 again, after a seen one
+    trades += [mk(BASE + t, i, "11", "1") for t, i in [(63_000, 700), (63_100, 701),
+                                                       (63_200, 700)]]  # 700 again in a run
+    with runs_in(where):
+        for throttle, cut in itertools.product([0, 1000, 2500, 60_000], range(1, len(trades))):
+            params = CandleParams(intervals=IVS, emit_interval_ms=throttle)
+            one, many = CandleState(params), CandleState(params)
+            for part in (trades[:cut], trades[cut:]):  # the state compared after each batch
+                assert many.on_trades(batched(part, [])[0]) == [r for t in part
+                                                                for r in one.on_trade(t)]
+                assert many.__getstate__() == one.__getstate__()
+            assert many.stats["duplicates"] == 2
+            assert many.flush() == one.flush()
 
 
 def test_restores_snapshots_written_with_an_id_heap() -> None:
@@ -445,13 +487,21 @@ def test_restores_snapshots_written_with_an_id_heap() -> None:
     assert b.stats == a.stats
 
 
+@pytest.mark.parametrize("where", ["compiled", "python"])
 @pytest.mark.parametrize("throttle", [0, 1000, 5000])
-def test_on_trades_equals_on_trade_on_real_trades(throttle: int) -> None:
+def test_on_trades_equals_on_trade_on_real_trades(throttle: int, where: str) -> None:
     """Dense real trades (long runs, an update due every second) in flow-sized batches."""
     trades = eth_trades()
     params = CandleParams(emit_interval_ms=throttle)
-    assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades,
-                                    list(range(0, len(trades), 397)))
+    with runs_in(where):
+        assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades,
+                                        list(range(0, len(trades), 397)))
+    # ids the watermark passed are dropped as the runs go, not only once a minute
+    s = CandleState(params)
+    with runs_in(where):
+        for batch in batched(trades, list(range(0, len(trades), 397))):
+            s.on_trades(batch)
+            assert len(s._ids) <= s._prune_at + len(batch)
 
 
 def test_flow_config_refuses_values_the_flow_cannot_use() -> None:

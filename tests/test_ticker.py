@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -27,6 +25,7 @@ from tests.test_candles import (
     price,
     qty,
 )
+from tests.test_candles import runs_in as candle_runs_in
 
 HOUR = 3_600_000
 DAY = 24 * HOUR
@@ -198,19 +197,9 @@ def test_real_eth_tickers_equal_reference() -> None:
     assert tickers[-1][1]["count"] == len(trades)
 
 
-@contextmanager
-def runs_in(where: str) -> Iterator[None]:
-    """``on_trades`` with its common runs compiled (``ticker_runs`` in operators/_native.c, as
-    the flows run) or in Python (the pure-Python build, and the reference for the C code)."""
-    saved = ticker_mod._ticker_runs
-    if where == "python":
-        ticker_mod._ticker_runs = None
-    else:
-        assert saved is not None, "operators/_native.c is not built (`make setup`)"
-    try:
-        yield
-    finally:
-        ticker_mod._ticker_runs = saved
+def runs_in(where: str) -> Any:
+    """``on_trades`` with its common runs compiled (``ticker_runs``) or in Python."""
+    return candle_runs_in(where, ticker_mod, "_ticker_runs")
 
 
 @pytest.mark.parametrize("where", ["compiled", "python"])
