@@ -1021,14 +1021,98 @@ static Py_ssize_t run_end(PyObject *ts, Py_ssize_t i, long long t0, long long bo
     return j;
 }
 
+/* The columns a run reads, from a TradeBatch: ts, ids, px, px_u, px_dp, qty_u, qty_dp (new
+ * references; col must hold 7 NULLs). */
+static int get_columns(PyObject *batch, PyObject **col)
+{
+    PyObject *names[7] = {n_ts, n_ids, n_px, n_px_u, n_px_dp, n_qty_u, n_qty_dp};
+    for (int c = 0; c < 7; c++) {
+        if ((col[c] = PyObject_GetAttr(batch, names[c])) == NULL)
+            return -1;
+        if (!PyList_CheckExact(col[c]) || PyList_GET_SIZE(col[c]) != PyList_GET_SIZE(col[0])) {
+            PyErr_SetString(PyExc_TypeError, "a TradeBatch's columns must be lists of one length");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The columns of rows [i, j) (col: ts, ids, px, px_u, px_dp, qty_u, qty_dp) folded as the
+ * operators' runs do with C-level max/min/sum: the first highest and lowest price units and their
+ * rows, the sums of quantity units and of price x quantity units (new references), the most
+ * quantity decimals and price + quantity decimals. */
+struct run_fold {
+    PyObject *top, *low, *v, *q;
+    Py_ssize_t top_k, low_k;
+    long vmax, qmax;
+};
+
+static int fold_columns(PyObject **col, Py_ssize_t i, Py_ssize_t j, struct run_fold *f)
+{
+    PyObject *pu = col[3], *pdp = col[4], *qu = col[5], *qdp = col[6];
+    f->top = f->low = PyList_GET_ITEM(pu, i);
+    f->top_k = f->low_k = i;
+    f->vmax = PyLong_AsLong(PyList_GET_ITEM(qdp, i));
+    f->qmax = f->vmax + PyLong_AsLong(PyList_GET_ITEM(pdp, i));
+    if (PyErr_Occurred())
+        return -1;
+    f->v = Py_NewRef(PyList_GET_ITEM(qu, i));
+    if ((f->q = PyNumber_Multiply(f->top, f->v)) == NULL)
+        goto fail;
+    for (Py_ssize_t x = i + 1; x < j; x++) {
+        PyObject *p = PyList_GET_ITEM(pu, x), *u = PyList_GET_ITEM(qu, x);
+        if (p != f->top && p != f->low) {  /* the same object: the same value, no change */
+            int gt = PyObject_RichCompareBool(p, f->top, Py_GT);
+            if (gt < 0)
+                goto fail;
+            if (gt) {
+                f->top = p;
+                f->top_k = x;
+            } else {
+                int lt = PyObject_RichCompareBool(p, f->low, Py_LT);
+                if (lt < 0)
+                    goto fail;
+                if (lt) {
+                    f->low = p;
+                    f->low_k = x;
+                }
+            }
+        }
+        PyObject *nv = PyNumber_Add(f->v, u);
+        Py_SETREF(f->v, nv);
+        if (f->v == NULL)
+            goto fail;
+        PyObject *pq = PyNumber_Multiply(p, u);
+        if (pq == NULL)
+            goto fail;
+        PyObject *nq = PyNumber_Add(f->q, pq);
+        Py_DECREF(pq);
+        Py_SETREF(f->q, nq);
+        if (f->q == NULL)
+            goto fail;
+        long vd = PyLong_AsLong(PyList_GET_ITEM(qdp, x));
+        long qd = vd + PyLong_AsLong(PyList_GET_ITEM(pdp, x));
+        if (PyErr_Occurred())
+            goto fail;
+        if (vd > f->vmax)
+            f->vmax = vd;
+        if (qd > f->qmax)
+            f->qmax = qd;
+    }
+    return 0;
+fail:
+    Py_CLEAR(f->v);
+    Py_CLEAR(f->q);
+    return -1;
+}
+
 /* Fold the fresh run [i, j) of minute m0 (slot, bucket) into the state: the body of the Python
  * loop. Returns 0, or -1 with an exception. */
 static int fold_run(PyObject *st, PyObject **col, Py_ssize_t i, Py_ssize_t j, long long m0,
                     Py_ssize_t slot, PyObject *bucket, long long clock, long long top_id,
                     long long dedup)
 {
-    PyObject *ts = col[0], *tids = col[1], *px = col[2], *pu = col[3], *pdp = col[4],
-             *qu = col[5], *qdp = col[6];
+    PyObject *ts = col[0], *tids = col[1], *px = col[2], *pu = col[3], *pdp = col[4];
     PyObject *idq = NULL, *ids = NULL, *run_ts = NULL, *run_ids = NULL, *r = NULL, *v = NULL,
              *q = NULL, *cnt = NULL, *stats = NULL, *hi = NULL, *lo = NULL, *w = NULL;
     int rc = -1;
@@ -1096,55 +1180,14 @@ static int fold_run(PyObject *st, PyObject **col, Py_ssize_t i, Py_ssize_t j, lo
                                               PyList_GET_ITEM(tids, k))) < 0)
         goto done;
     /* the fold: first highest and lowest price, volume and quote sums, most decimals */
-    PyObject *top = PyList_GET_ITEM(pu, i), *low = top;
-    Py_ssize_t top_k = i, low_k = i;
-    long vmax = PyLong_AsLong(PyList_GET_ITEM(qdp, i));
-    long qmax = vmax + PyLong_AsLong(PyList_GET_ITEM(pdp, i));
-    if (PyErr_Occurred())
+    struct run_fold f;
+    if (fold_columns(col, i, j, &f) < 0)
         goto done;
-    v = Py_NewRef(PyList_GET_ITEM(qu, i));
-    if ((q = PyNumber_Multiply(top, v)) == NULL)
-        goto done;
-    for (Py_ssize_t x = i + 1; x < j; x++) {
-        PyObject *p = PyList_GET_ITEM(pu, x), *u = PyList_GET_ITEM(qu, x);
-        if (p != top && p != low) {
-            int gt = PyObject_RichCompareBool(p, top, Py_GT);
-            if (gt < 0)
-                goto done;
-            if (gt) {
-                top = p;
-                top_k = x;
-            } else {
-                int lt = PyObject_RichCompareBool(p, low, Py_LT);
-                if (lt < 0)
-                    goto done;
-                if (lt) {
-                    low = p;
-                    low_k = x;
-                }
-            }
-        }
-        PyObject *nv = PyNumber_Add(v, u);
-        Py_SETREF(v, nv);
-        if (v == NULL)
-            goto done;
-        PyObject *pq = PyNumber_Multiply(p, u);
-        if (pq == NULL)
-            goto done;
-        PyObject *nq = PyNumber_Add(q, pq);
-        Py_DECREF(pq);
-        Py_SETREF(q, nq);
-        if (q == NULL)
-            goto done;
-        long vd = PyLong_AsLong(PyList_GET_ITEM(qdp, x));
-        long qd = vd + PyLong_AsLong(PyList_GET_ITEM(pdp, x));
-        if (PyErr_Occurred())
-            goto done;
-        if (vd > vmax)
-            vmax = vd;
-        if (qd > qmax)
-            qmax = qd;
-    }
+    v = f.v;
+    q = f.q;
+    PyObject *top = f.top, *low = f.low;
+    Py_ssize_t top_k = f.top_k, low_k = f.low_k;
+    long vmax = f.vmax, qmax = f.qmax;
     if ((hi = PyObject_GetAttr(st, n_hi)) == NULL || (lo = PyObject_GetAttr(st, n_lo)) == NULL)
         goto done;
     if (!PyList_CheckExact(hi) || !PyList_CheckExact(lo) || slot >= PyList_GET_SIZE(hi) ||
@@ -1261,18 +1304,9 @@ static PyObject *ticker_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     PyObject *st = args[0], *b = args[1], *col[7] = {NULL}, *buckets = NULL, *params = NULL,
              *w = NULL, *result = NULL;
-    PyObject *names[7] = {n_ts, n_ids, n_px, n_px_u, n_px_dp, n_qty_u, n_qty_dp};
     Py_ssize_t i = PyLong_AsSsize_t(args[2]);
-    if (i == -1 && PyErr_Occurred())
-        return NULL;
-    for (int c = 0; c < 7; c++) {
-        if ((col[c] = PyObject_GetAttr(b, names[c])) == NULL)
-            goto done;
-        if (!PyList_CheckExact(col[c]) || PyList_GET_SIZE(col[c]) != PyList_GET_SIZE(col[0])) {
-            PyErr_SetString(PyExc_TypeError, "ticker_runs: columns must be lists of one length");
-            goto done;
-        }
-    }
+    if ((i == -1 && PyErr_Occurred()) || get_columns(b, col) < 0)
+        goto done;
     Py_ssize_t n = PyList_GET_SIZE(col[0]);
     if ((buckets = PyObject_GetAttr(st, n_b)) == NULL || (params = PyObject_GetAttr(st, n_params)) == NULL)
         goto done;
@@ -1449,57 +1483,16 @@ static int raise_to(PyObject *c, Py_ssize_t k, long value)
 /* The fold of run [i, j) into candle c (see CandleState.on_trades). */
 static int fold_candle(PyObject *c, PyObject **col, Py_ssize_t i, Py_ssize_t j)
 {
-    PyObject *ts = col[0], *px = col[2], *pu = col[3], *pdp = col[4], *qu = col[5], *qdp = col[6];
-    PyObject *top = PyList_GET_ITEM(pu, i), *low = top, *v = NULL, *q = NULL, *cnt = NULL;
-    Py_ssize_t top_k = i, low_k = i, k = j - 1;
+    PyObject *ts = col[0], *px = col[2], *pu = col[3];
+    PyObject *cnt = NULL;
+    Py_ssize_t k = j - 1;
     int rc = -1;
-    long vmax = PyLong_AsLong(PyList_GET_ITEM(qdp, i));
-    long qmax = vmax + PyLong_AsLong(PyList_GET_ITEM(pdp, i));
-    if (PyErr_Occurred())
+    struct run_fold f;
+    if (fold_columns(col, i, j, &f) < 0)
         return -1;
-    v = Py_NewRef(PyList_GET_ITEM(qu, i));
-    if ((q = PyNumber_Multiply(top, v)) == NULL)
-        goto done;
-    for (Py_ssize_t x = i + 1; x < j; x++) {
-        PyObject *p = PyList_GET_ITEM(pu, x), *u = PyList_GET_ITEM(qu, x);
-        if (p != top && p != low) {
-            int gt = PyObject_RichCompareBool(p, top, Py_GT);
-            if (gt < 0)
-                goto done;
-            if (gt) {
-                top = p;
-                top_k = x;
-            } else {
-                int lt = PyObject_RichCompareBool(p, low, Py_LT);
-                if (lt < 0)
-                    goto done;
-                if (lt) {
-                    low = p;
-                    low_k = x;
-                }
-            }
-        }
-        PyObject *nv = PyNumber_Add(v, u);
-        Py_SETREF(v, nv);
-        if (v == NULL)
-            goto done;
-        PyObject *pq = PyNumber_Multiply(p, u);
-        if (pq == NULL)
-            goto done;
-        PyObject *nq = PyNumber_Add(q, pq);
-        Py_DECREF(pq);
-        Py_SETREF(q, nq);
-        if (q == NULL)
-            goto done;
-        long vd = PyLong_AsLong(PyList_GET_ITEM(qdp, x));
-        long qd = vd + PyLong_AsLong(PyList_GET_ITEM(pdp, x));
-        if (PyErr_Occurred())
-            goto done;
-        if (vd > vmax)
-            vmax = vd;
-        if (qd > qmax)
-            qmax = qd;
-    }
+    PyObject *v = f.v, *q = f.q, *top = f.top, *low = f.low;
+    Py_ssize_t top_k = f.top_k, low_k = f.low_k;
+    long vmax = f.vmax, qmax = f.qmax;
     int up = PyObject_RichCompareBool(top, PyList_GET_ITEM(c, K_H_U), Py_GT);
     if (up < 0 || (up && (set_item(c, K_H_U, top) < 0 || set_item(c, K_H, PyList_GET_ITEM(px, top_k)) < 0
                           || set_item(c, K_H_TS, PyList_GET_ITEM(ts, top_k)) < 0)))
@@ -1537,18 +1530,9 @@ static PyObject *candle_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     PyObject *st = args[0], *b = args[1], *col[7] = {NULL}, *opened = NULL, *ids = NULL,
              *nexts = NULL, *w = NULL, *stats = NULL, *result = NULL;
-    PyObject *names[7] = {n_ts, n_ids, n_px, n_px_u, n_px_dp, n_qty_u, n_qty_dp};
     Py_ssize_t i = PyLong_AsSsize_t(args[2]);
-    if (i == -1 && PyErr_Occurred())
-        return NULL;
-    for (int c = 0; c < 7; c++) {
-        if ((col[c] = PyObject_GetAttr(b, names[c])) == NULL)
-            goto done;
-        if (!PyList_CheckExact(col[c]) || PyList_GET_SIZE(col[c]) != PyList_GET_SIZE(col[0])) {
-            PyErr_SetString(PyExc_TypeError, "candle_runs: columns must be lists of one length");
-            goto done;
-        }
-    }
+    if ((i == -1 && PyErr_Occurred()) || get_columns(b, col) < 0)
+        goto done;
     Py_ssize_t n = PyList_GET_SIZE(col[0]);
     if ((opened = PyObject_GetAttr(st, n_open)) == NULL || (ids = PyObject_GetAttr(st, n_sids)) == NULL
         || (nexts = PyObject_GetAttr(st, n_next)) == NULL || (stats = PyObject_GetAttr(st, n_stats)) == NULL)
