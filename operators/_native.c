@@ -963,28 +963,38 @@ static int bump(PyObject *counts, long long k, long delta)
     return rc;
 }
 
-/* _prune: forget the ids accepted with a ts before horizon, in arrival order. */
+/* _prune: forget the ids accepted with a ts before horizon, in arrival order. Counts them
+ * first (a pass of the deque's iterator), then pops that many with the bound popleft methods:
+ * half the cost of asking the deque's length and head before every pop. */
 static int prune_ids(PyObject *qts, PyObject *qid, PyObject *ids, long long horizon)
 {
-    for (;;) {
-        Py_ssize_t len = PyObject_Length(qts);
-        if (len < 0)
-            return -1;
-        if (len == 0)
-            return 0;
-        PyObject *first = PySequence_GetItem(qts, 0);
-        if (first == NULL)
-            return -1;
-        long long f = PyLong_AsLongLong(first);
-        Py_DECREF(first);
+    PyObject *it = PyObject_GetIter(qts), *x;
+    if (it == NULL)
+        return -1;
+    Py_ssize_t count = 0;
+    while ((x = PyIter_Next(it)) != NULL) {
+        long long f = PyLong_AsLongLong(x);
+        Py_DECREF(x);
         if (f == -1 && PyErr_Occurred())
-            return -1;
+            break;
         if (f >= horizon)
-            return 0;
-        PyObject *old_ts = PyObject_CallMethodNoArgs(qts, n_popleft);
-        PyObject *old_id = old_ts ? PyObject_CallMethodNoArgs(qid, n_popleft) : NULL;
-        int rc = old_id == NULL ? -1 : 0;
-        if (rc == 0 && ids != Py_None) {
+            break;
+        count++;
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred())
+        return -1;
+    if (count == 0)
+        return 0;
+    PyObject *pop_ts = PyObject_GetAttr(qts, n_popleft);
+    PyObject *pop_id = pop_ts ? PyObject_GetAttr(qid, n_popleft) : NULL;
+    int rc = pop_id == NULL ? -1 : 0;
+    for (Py_ssize_t k = 0; rc == 0 && k < count; k++) {
+        PyObject *old_ts = PyObject_CallNoArgs(pop_ts);
+        PyObject *old_id = old_ts ? PyObject_CallNoArgs(pop_id) : NULL;
+        if (old_id == NULL) {
+            rc = -1;
+        } else if (ids != Py_None) {
             PyObject *got = PyDict_GetItemWithError(ids, old_id);
             if (got == NULL) {
                 rc = PyErr_Occurred() ? -1 : 0;
@@ -995,9 +1005,10 @@ static int prune_ids(PyObject *qts, PyObject *qid, PyObject *ids, long long hori
         }
         Py_XDECREF(old_ts);
         Py_XDECREF(old_id);
-        if (rc < 0)
-            return -1;
     }
+    Py_XDECREF(pop_ts);
+    Py_XDECREF(pop_id);
+    return rc;
 }
 
 /* The end of the run from i (TickerState and CandleState.on_trades): trades in time order,
@@ -1672,6 +1683,27 @@ done:
     return result;
 }
 
+PyDoc_STRVAR(top_index_doc,
+"top_index(counts) -> int\n\n"
+"The greatest index of a list of ints whose count is non-zero, 0 if none (the ticker's most\n"
+"decimals in its window, twice a record: operators/ticker.py, _top_dp_py is the reference).");
+
+static PyObject *top_index(PyObject *self, PyObject *counts)
+{
+    if (!PyList_CheckExact(counts)) {
+        PyErr_SetString(PyExc_TypeError, "top_index(counts: list)");
+        return NULL;
+    }
+    for (Py_ssize_t k = PyList_GET_SIZE(counts) - 1; k > 0; k--) {
+        int nonzero = PyObject_IsTrue(PyList_GET_ITEM(counts, k));
+        if (nonzero < 0)
+            return NULL;
+        if (nonzero)
+            return PyLong_FromSsize_t(k);
+    }
+    return PyLong_FromLong(0);
+}
+
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
 
@@ -1682,6 +1714,7 @@ static PyMethodDef methods[] = {
     {"scan_ids", (PyCFunction)(void (*)(void))scan_ids, METH_FASTCALL, scan_ids_doc},
     {"ticker_runs", (PyCFunction)(void (*)(void))ticker_runs, METH_FASTCALL, ticker_runs_doc},
     {"group_by_key", group_by_key, METH_O, group_by_key_doc},
+    {"top_index", top_index, METH_O, top_index_doc},
     {"candle_runs", (PyCFunction)(void (*)(void))candle_runs, METH_FASTCALL, candle_runs_doc},
     {"set_fmt_fallback", set_fmt_fallback, METH_O, "The Python fmt, for the uncommon cases."},
     {"decode_trades", decode_trades, METH_VARARGS, decode_trades_doc},

@@ -126,12 +126,15 @@ _scan_ids = _scan_ids_py if _native is None else _native.scan_ids
 _ticker_runs = None if _native is None else _native.ticker_runs  # on_trades' common runs
 
 
-def _top_dp(counts: list[int]) -> int:
+def _top_dp_py(counts: list[int]) -> int:
     """Largest number of decimals that some bucket of the window has."""
     for dp in range(len(counts) - 1, 0, -1):
         if counts[dp]:
             return dp
     return 0
+
+
+_top_dp = _top_dp_py if _native is None else _native.top_index  # twice a record
 
 
 class TickerState:

@@ -356,3 +356,12 @@ def test_group_by_key_equals_the_python_grouping(
     assert events._native.group_by_key(messages) == _group_by_key_py(messages)
     with pytest.raises(TypeError):
         events._native.group_by_key([(b"k",)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(0, 3), max_size=40))
+def test_top_index_equals_the_python_scan(counts: list[int]) -> None:
+    from operators.ticker import _top_dp_py
+
+    assert events._native is not None
+    assert events._native.top_index(counts) == _top_dp_py(counts)
