@@ -98,7 +98,8 @@ class BookConfig(CommonConfig):
         from operators.orderbook import BookParams, parse_groupings  # the flow's own checks
 
         BookParams(self.depth, self.emit_interval_ms, self.max_levels)
-        parse_groupings(self.grouping)
+        _, per_key = parse_groupings(self.grouping)
+        _warn_unknown_exchanges(per_key)
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,20 @@ def unknown_variables(env: typing.Mapping[str, str]) -> list[tuple[str, str | No
 
 
 _WARNED: set[str] = set()
+
+
+def _warn_unknown_exchanges(per_key: dict[str, str]) -> None:
+    """A grouping for ``ex:SYM`` whose exchange no feed handler names (``binanse:BTC-USDT``)
+    would group nothing, silently. A warning, not an error: events may come from elsewhere."""
+    from connectors.exchanges import HANDLERS
+
+    known = sorted({h.exchange for h in HANDLERS.values()})
+    for key in per_key:
+        ex, sep, _ = key.partition(":")
+        if sep and ex not in known and key not in _WARNED:
+            _WARNED.add(key)
+            log.warning("MD_GROUPING names %r: no feed handler produces exchange %r (they "
+                        "produce %s)", key, ex, ", ".join(known))
 
 
 def _warn_unknown(env: typing.Mapping[str, str]) -> None:

@@ -564,6 +564,14 @@ def test_misspelled_variables_are_named_with_the_closest_setting(
         "MD_BATCHSIZE is not a marketdata setting (did you mean MD_BATCH_SIZE?): ignored",
         "MD_LATENES_MS is not a marketdata setting (did you mean MD_LATENESS_MS?): ignored",
         "MD_WHATEVER is not a marketdata setting: ignored"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dataflows.config"):
+        book = config.from_env(config.BookConfig, {
+            "MD_GROUPING": "1,binanse:BTC-USDT=10,binance:ETH-USDT=0.5,ETH-BTC=0.01"})
+    assert book.grouping  # still accepted: events may come from a producer of our own
+    assert [r.getMessage() for r in caplog.records] == [
+        "MD_GROUPING names 'binanse:BTC-USDT': no feed handler produces exchange 'binanse' "
+        "(they produce binance, binance_futures, bybit, coinbase, kraken, okx)"]
 
 
 def test_every_variable_the_project_reads_or_documents_is_known() -> None:
