@@ -921,6 +921,30 @@ static long long attr_ll(PyObject *obj, PyObject *name)
     return out;
 }
 
+/* obj.name as a C long long, an int above LLONG_MAX read as LLONG_MAX: for the throttles' next
+ * times, which a huge emit interval (never emit) pushes past it, and which the runs only compare
+ * with times. -1 with an exception on failure (check PyErr_Occurred). */
+static long long attr_ll_capped(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    int overflow;
+    long long out = PyLong_AsLongLongAndOverflow(v, &overflow);
+    Py_DECREF(v);
+    if (overflow > 0)
+        return LLONG_MAX;
+    if (overflow < 0) {
+        PyErr_SetString(PyExc_OverflowError, "a time below -2**63");
+        return -1;
+    }
+    return out;
+}
+
+/* Settings the runs add to times (dedup_ms, lateness_ms) stay below this; larger ones leave
+ * every trade to the Python loop, whose ints cannot overflow. */
+#define T_MAX_SPAN (1LL << 61)
+
 static int set_attr_new(PyObject *obj, PyObject *name, PyObject *value)
 {
     if (value == NULL)
@@ -1210,8 +1234,9 @@ static int fold_run(PyObject *st, PyObject **col, Py_ssize_t i, Py_ssize_t j, lo
     if (up < 0)
         goto done;
     if (up) {
-        if (PyList_SetItem(hi, slot, Py_NewRef(top)) < 0 ||
-            PyList_SetItem(bucket, B_H, PyTuple_Pack(2, top, PyList_GET_ITEM(px, top_k))) < 0 ||
+        PyObject *pair = PyTuple_Pack(2, top, PyList_GET_ITEM(px, top_k));
+        if (pair == NULL || PyList_SetItem(hi, slot, Py_NewRef(top)) < 0 ||
+            PyList_SetItem(bucket, B_H, pair) < 0 ||
             PyList_SetItem(bucket, B_H_TS, Py_NewRef(PyList_GET_ITEM(ts, top_k))) < 0)
             goto done;
     }
@@ -1219,8 +1244,9 @@ static int fold_run(PyObject *st, PyObject **col, Py_ssize_t i, Py_ssize_t j, lo
     if (down < 0)
         goto done;
     if (down) {
-        if (PyList_SetItem(lo, slot, Py_NewRef(low)) < 0 ||
-            PyList_SetItem(bucket, B_L, PyTuple_Pack(2, low, PyList_GET_ITEM(px, low_k))) < 0 ||
+        PyObject *pair = PyTuple_Pack(2, low, PyList_GET_ITEM(px, low_k));
+        if (pair == NULL || PyList_SetItem(lo, slot, Py_NewRef(low)) < 0 ||
+            PyList_SetItem(bucket, B_L, pair) < 0 ||
             PyList_SetItem(bucket, B_L_TS, Py_NewRef(PyList_GET_ITEM(ts, low_k))) < 0)
             goto done;
     }
@@ -1325,11 +1351,13 @@ static PyObject *ticker_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "ticker_runs: state._b must be a list of 1440 buckets");
         goto done;
     }
-    long long dedup = attr_ll(params, n_dedup_ms);
+    long long dedup = attr_ll_capped(params, n_dedup_ms);
     if (dedup == -1 && PyErr_Occurred())
         goto done;
-    while (i >= 0 && i < n) {
+    while (i >= 0 && i < n && dedup >= 0 && dedup <= T_MAX_SPAN) {
         long long t0 = PyLong_AsLongLong(PyList_GET_ITEM(col[0], i));
+        if (t0 == -1 && PyErr_Occurred())
+            goto done;
         long long clock = attr_ll(st, n_clock);
         if (PyErr_Occurred())
             goto done;
@@ -1350,7 +1378,7 @@ static PyObject *ticker_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
             break;
         if (!PyList_CheckExact(bucket) || PyList_GET_SIZE(bucket) != B_SIZE)
             break;
-        long long next = attr_ll(st, n_next), top_id = attr_ll(st, n_top_id);
+        long long next = attr_ll_capped(st, n_next), top_id = attr_ll(st, n_top_id);
         if (PyErr_Occurred())
             goto done;
         Py_ssize_t j = run_end(col[0], i, t0, m0 + T_MINUTE, next);
@@ -1399,7 +1427,7 @@ static PyObject *group_by_key(PyObject *self, PyObject *batch)
         goto fail;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(batch); i++) {
         PyObject *msg = PyList_GET_ITEM(batch, i);
-        if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) < 2) {
+        if (!PyTuple_Check(msg) || PyTuple_GET_SIZE(msg) != 2) {
             PyErr_SetString(PyExc_TypeError, "group_by_key: messages are (key, value) tuples");
             goto fail;
         }
@@ -1553,13 +1581,15 @@ static PyObject *candle_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "candle_runs: unexpected candle state");
         goto done;
     }
-    long long late = attr_ll(st, n_late_ms);
+    long long late = attr_ll_capped(st, n_late_ms);
     if (late == -1 && PyErr_Occurred())
         goto done;
-    while (i >= 0 && i < n) {
+    while (i >= 0 && i < n && late >= 0 && late <= T_MAX_SPAN) {
         long long t0 = PyLong_AsLongLong(PyList_GET_ITEM(col[0], i));
+        if (t0 == -1 && PyErr_Occurred())
+            goto done;
         long long clock = attr_ll(st, n_clock), done_ = attr_ll(st, n_done);
-        long long soonest = attr_ll(st, n_soonest);
+        long long soonest = attr_ll_capped(st, n_soonest);
         if (PyErr_Occurred())
             goto done;
         if (t0 < 0 || t0 < clock)
@@ -1595,10 +1625,14 @@ static PyObject *candle_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
         } else {
             due = LLONG_MAX;
             for (Py_ssize_t x = 0; x < PyList_GET_SIZE(nexts); x++) {
-                long long v = PyLong_AsLongLong(PyList_GET_ITEM(nexts, x));
-                if (v == -1 && PyErr_Occurred())
+                int overflow;
+                long long v = PyLong_AsLongLongAndOverflow(PyList_GET_ITEM(nexts, x), &overflow);
+                if ((v == -1 && PyErr_Occurred()) || overflow < 0) {
+                    if (!PyErr_Occurred())
+                        PyErr_SetString(PyExc_OverflowError, "a time below -2**63");
                     goto done;
-                if (v < due)
+                }
+                if (overflow == 0 && v < due)  /* above LLONG_MAX: never due */
                     due = v;
             }
         }
@@ -1646,7 +1680,8 @@ static PyObject *candle_runs(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (PyErr_Occurred())
                 goto done;
             if (wm > cur) {
-                if (wm - wm % T_MINUTE > done_) {
+                long long r = wm % T_MINUTE;  /* Python's floored modulo: wm may be negative */
+                if (wm - (r < 0 ? r + T_MINUTE : r) > done_) {
                     PyErr_SetString(PyExc_RuntimeError, "candle_runs: a run closed a minute");
                     goto done;
                 }

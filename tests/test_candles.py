@@ -8,6 +8,7 @@ import logging
 import pickle
 import random
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -448,6 +449,25 @@ def test_on_trades_equals_on_trade_one_by_one(where: str, trades: list[Trade], r
     params = CandleParams(intervals=IVS, emit_interval_ms=throttle, fill_gaps=fill)
     with runs_in(where):
         assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades, cuts)
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
+def test_runs_at_the_epoch_and_with_huge_settings(where: str) -> None:
+    """Times within the lateness of the epoch (a negative watermark: Python's floored minute,
+    not C's truncated one) and settings too large for a machine word (an emit interval meaning
+    "never") give what ``on_trade`` gives, compiled or not. Found by a review's fuzzing."""
+    near = [mk(t, i + 1, "10.5", "1") for i, t in enumerate([100, 200, 300, 2500, 61_000])]
+    later = [mk(BASE + 100 * i, i + 1, f"{10 + i % 3}.5", "1") for i in range(30)]
+    with runs_in(where):
+        for trades, params in [
+                (near, CandleParams(intervals=("1m",))),
+                (near, CandleParams(intervals=IVS, lateness_ms=5000)),
+                (later, CandleParams(intervals=IVS, emit_interval_ms=sys.maxsize)),
+                (later, CandleParams(intervals=IVS, emit_interval_ms=2**70)),
+                (later, CandleParams(intervals=IVS, lateness_ms=2**63))]:
+            for cuts in ([1], [2, 3], []):
+                assert_batches_equal_one_by_one(CandleState(params), CandleState(params), trades,
+                                                cuts)
 
 
 @pytest.mark.parametrize("where", ["compiled", "python"])

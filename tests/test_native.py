@@ -354,8 +354,9 @@ def test_group_by_key_equals_the_python_grouping(
 
     assert events._native is not None
     assert events._native.group_by_key(messages) == _group_by_key_py(messages)
-    with pytest.raises(TypeError):
-        events._native.group_by_key([(b"k",)])
+    for bad in ([(b"k",)], [(b"k", b"v", 7)], [[b"k", b"v"]]):  # (key, value) tuples only
+        with pytest.raises(TypeError):
+            events._native.group_by_key(bad)
 
 
 @settings(max_examples=300, deadline=None)

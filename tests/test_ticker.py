@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import sys
 from typing import Any
 
 import orjson
@@ -230,6 +231,21 @@ def test_rising_ids_with_time_going_back(where: str) -> None:
                                                            for r in one.on_trade(t)]
                 assert many.__getstate__() == one.__getstate__()
                 assert many.flush() == one.flush()
+
+
+@pytest.mark.parametrize("where", ["compiled", "python"])
+def test_huge_settings_and_times_at_the_epoch(where: str) -> None:
+    """An emit interval or duplicate horizon too large for a machine word ("never"), and times
+    near the epoch, give what ``on_trade`` gives, compiled or not."""
+    later = [mk(BASE + 100 * i, i + 1, f"{10 + i % 3}.5", "1") for i in range(30)]
+    near = [mk(t, i + 1, "10.5", "1") for i, t in enumerate([0, 100, 200, 60_000, 61_000])]
+    with runs_in(where):
+        for trades, params in [(later, TickerParams(sys.maxsize)), (later, TickerParams(2**70)),
+                               (later, TickerParams(1000, 2**63)), (near, TickerParams(0, 0)),
+                               (near, TickerParams(1000))]:
+            for cuts in ([1], [2, 3], []):
+                assert_batches_equal_one_by_one(TickerState(params), TickerState(params), trades,
+                                                cuts)
 
 
 @pytest.mark.parametrize("where", ["compiled", "python"])
