@@ -303,13 +303,13 @@ class CandleState:
         first highest (lowest) price is its high (low) and the last its close. It is folded into
         its candle at once, with C-level ``max``/``min``/``sum`` over the batch's columns, and
         ends with the first trade at which updates are due, emitted after it as ``on_trade``
-        would. Every other trade goes through ``on_trade`` itself.
+        would. Every other trade goes through ``on_trade`` itself. Where operators/_native.c is
+        built, ``candle_runs`` folds such runs in C, statement for statement the same.
         """
         out: list[dict[str, Any]] = []
         ts, tids, px, pu, pdp, qu, qdp = b.ts, b.ids, b.px, b.px_u, b.px_dp, b.qty_u, b.qty_dp
         n = len(ts)
-        # down[k]: ts[k + 1] < ts[k] (or k is the last), so a run from i ends by down.index(True, i)
-        down = [*map(gt, ts, islice(ts, 1, None)), True]
+        down: list[bool] | None = None  # built when first needed (the compiled runs do not)
         ids, opened = self._ids, self._open
         i = 0
         while i < n:
@@ -331,6 +331,10 @@ class CandleState:
                 # once this minute is marked dirty in each
                 due = self._soonest if m0 == self._marked else min(self._next)
                 end = min(m0 + MINUTE, self._done + MINUTE + self._late_ms)  # no minute closes
+                if down is None:
+                    # down[k]: ts[k + 1] < ts[k] (or k is the last): a run from i ends by
+                    # down.index(True, i)
+                    down = [*map(gt, ts, islice(ts, 1, None)), True]
                 j = bisect_left(ts, end, i, down.index(True, i) + 1)
                 j = min(j, bisect_left(ts, due, i, j) + 1)
             run_ids = tids[i:j]
