@@ -44,7 +44,9 @@ def open_lines(path: str | Path) -> IO[bytes]:
     return gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # type: ignore[return-value]
 
 
-def _key(line: bytes) -> tuple[bytes | None, Any]:
+def event_key_and_type(line: bytes) -> tuple[bytes | None, Any]:
+    """``(b"ex:SYM" or None, the "type" field)`` of one JSON line; ``(None, None)`` if it is not
+    a JSON object."""
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -75,7 +77,7 @@ class _Part(StatefulSourcePartition[Message, int]):
                 line = line.rstrip(b"\r\n")
                 if not line.strip():
                     continue
-                key, kind = _key(line)
+                key, kind = event_key_and_type(line)
                 if kind in _KNOWN_TYPES and kind != self.want:
                     continue
                 out.append((key, line))

@@ -144,7 +144,10 @@ def _convert(value: str, kind: Any) -> Any:
             return False
         raise ValueError(f"not a boolean: {value!r}")
     if kind is int:
-        return int(value)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"not an integer: {value!r}") from None
     if typing.get_origin(kind) is list:
         return _list(value)
     return value
@@ -183,8 +186,8 @@ def _warn_unknown_exchanges(per_key: dict[str, str]) -> None:
         ex, sep, _ = key.partition(":")
         if sep and ex not in known and key not in _WARNED:
             _WARNED.add(key)
-            log.warning("MD_GROUPING names %r: no feed handler produces exchange %r (they "
-                        "produce %s)", key, ex, ", ".join(known))
+            log.warning("grouping %r: no feed handler produces exchange %r (they produce %s)",
+                        key, ex, ", ".join(known))
 
 
 def _warn_unknown(env: typing.Mapping[str, str]) -> None:

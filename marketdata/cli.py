@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -107,11 +108,52 @@ def cmd_config(args: argparse.Namespace) -> int:
     configs = [(flow, _flow_config(flow, argparse.Namespace())) for flow in FLOWS]
     for flow, cfg in [*configs, ("ingest", cfgmod.from_env(IngestConfig))]:
         print(f"[{flow}]  ({type(cfg).__name__})")
-        for name, env, value in cfgmod.describe(cfg):
+        rows = cfgmod.describe(cfg)
+        wide = max(len(name) for name, _, _ in rows)
+        for name, env, value in rows:
             note = (f"  (empty: marketdata-{flow})" if name == "group_id" and not value
                     and flow in FLOWS else "")
-            print(f"  {name:<18} {env:<22} {value!r}{note}")
+            print(f"  {name:<{wide}} {env:<{wide + 3}} {value!r}{note}")
     return 0
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    """Canonical events from a file into Kafka, for a live backfill: book events to the book
+    topic, trades to the trades topic, keyed ``ex:SYM`` as ingestion writes them."""
+    from connectors import files
+    from connectors.kafka import KafkaSource, produce_lines
+
+    cfg = cfgmod.from_env(cfgmod.CommonConfig)
+    topics = {"book": cfg.topic("book"), "trade": cfg.topic("trades")}
+    try:  # both topics must exist (a mistyped MD_TOPIC_PREFIX would make new ones)
+        KafkaSource(cfg.kafka_bootstrap, list(topics.values()), fail_after_s=10).list_parts()
+    except RuntimeError as e:
+        print(f"marketdata produce: {e}", file=sys.stderr)
+        return 2
+    lines: dict[Any, list[bytes]] = {"book": [], "trade": []}
+    other = 0
+    try:
+        with files.open_lines(args.input) as fh:
+            for line in fh:
+                line = line.rstrip(b"\r\n")
+                if not line.strip():
+                    continue
+                key, kind = files.event_key_and_type(line)
+                if key is None or kind not in lines:
+                    other += 1  # a flow would dead-letter it: say so, do not send it
+                    continue
+                lines[kind].append(line)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        print(f"marketdata produce: cannot read {args.input}: {e}", file=sys.stderr)
+        return 2
+    for kind, topic in topics.items():
+        if lines[kind]:
+            n = produce_lines(cfg.kafka_bootstrap, topic, lines[kind])
+            print(f"produced {n:,} {kind} events to {topic} (keyed ex:SYM)")
+    if other:
+        print(f"marketdata produce: {other:,} lines are not book or trade events with ex and "
+              "sym: not produced", file=sys.stderr)
+    return 0 if lines["book"] or lines["trade"] else 1
 
 
 BENCHES = {"book": "bench.bench_book", "aggregates": "bench.bench_aggregates",
@@ -198,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "value (MD_* variables, else the defaults); refuse values a flow cannot "
                         "use.")
     pc.set_defaults(func=cmd_config)
+    pp = sub.add_parser("produce", help="put a file of canonical events into Kafka (a backfill)",
+                        description="Produce canonical events (one JSON object a line, .gz or - "
+                        "for standard input) to MD_TOPIC_PREFIX's book and trades topics, keyed "
+                        "ex:SYM as ingestion writes them, with an idempotent producer; then run "
+                        "the flows with MD_STOP_AT_END=1. Lines that are not book or trade "
+                        "events are counted and not sent.")
+    pp.add_argument("--input", required=True, help="events.jsonl[.gz], or - for standard input")
+    pp.set_defaults(func=cmd_produce)
     for module in ("marketdata.stack", "connectors.exchanges.normalize", "marketdata.demo",
                    "api.cli", "recovery.cli", "marketdata.doctor", "dataflows.ingest",
                    "connectors.simulator.cli"):

@@ -562,6 +562,8 @@ def test_flow_config_refuses_values_the_flow_cannot_use() -> None:
             (BookConfig, {"MD_TOPIC_PREFIX": "a b"}, "Kafka's topic names")]:
         with pytest.raises(SystemExit, match=f"invalid configuration: .*{message}"):
             from_env(cls, env)
+    with pytest.raises(SystemExit, match=r"^invalid MD_BATCH_SIZE: not an integer: 'abc'$"):
+        from_env(TickerConfig, {"MD_BATCH_SIZE": "abc"})
     with pytest.raises(SystemExit, match=r"at least 1: 0 \(set by MD_BATCH_SIZE\)$"):
         from_env(TickerConfig, {"MD_BATCH_SIZE": "0"})  # the variable, not only the field
     with pytest.raises(SystemExit, match=r"at least 1: 0$"):
@@ -590,7 +592,7 @@ def test_misspelled_variables_are_named_with_the_closest_setting(
             "MD_GROUPING": "1,binanse:BTC-USDT=10,binance:ETH-USDT=0.5,ETH-BTC=0.01"})
     assert book.grouping  # still accepted: events may come from a producer of our own
     assert [r.getMessage() for r in caplog.records] == [
-        "MD_GROUPING names 'binanse:BTC-USDT': no feed handler produces exchange 'binanse' "
+        "grouping 'binanse:BTC-USDT': no feed handler produces exchange 'binanse' "
         "(they produce binance, binance_futures, bybit, coinbase, kraken, okx)"]
 
 

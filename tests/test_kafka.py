@@ -377,3 +377,42 @@ def test_source_says_when_it_is_behind(kafka_bootstrap: str, new_topic) -> None:
     part.next_batch()  # an empty read: caught up
     assert not source_behind() and len(got) == 3000
     part.close()
+
+
+def test_produce_puts_a_file_into_the_book_and_trades_topics(
+        kafka_bootstrap: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`marketdata produce`: book events to the book topic, trades to the trades topic, keyed
+    ``ex:SYM``, each once and in file order per key; other lines counted, not sent; a topic that
+    does not exist is refused (a mistyped prefix would make new ones)."""
+    import gzip
+    import uuid
+
+    from connectors.exchanges.recordings import data_dir
+    from connectors.kafka import ensure_topics
+    from marketdata import cli
+
+    prefix = f"p{uuid.uuid4().hex[:8]}."
+    ensure_topics(kafka_bootstrap, [prefix + "book", prefix + "trades"], 2)
+    monkeypatch.setenv("MD_KAFKA_BOOTSTRAP", kafka_bootstrap)
+    monkeypatch.setenv("MD_TOPIC_PREFIX", prefix)
+    with gzip.open(data_dir() / "canonical" / "binance_ethusdt_20240808.events.jsonl.gz") as f:
+        events = [line.rstrip(b"\n") for line in f][:400]
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join([*events, b"not json", b'{"type":"quote","ex":"a","sym":"B-C"}'])
+                    + b"\n")
+    assert cli.main(["produce", "--input", str(src)]) == 0
+    out, err = capsys.readouterr()
+    assert "2 lines are not book or trade events" in err
+    for kind, topic in (("book", "book"), ("trade", "trades")):
+        want = [e for e in events if orjson.loads(e)["type"] == kind]
+        assert f"produced {len(want):,} {kind} events to {prefix}{topic}" in out
+        got = run_source(KafkaSource(kafka_bootstrap, [prefix + topic], stop_at_end=True))
+        assert sorted(v for _, v in got) == sorted(want)
+        assert {k for k, _ in got} == {b"binance:ETH-USDT"}
+        per_part = [read_part(KafkaSource(kafka_bootstrap, [prefix + topic], stop_at_end=True)
+                              .build_part("s", f"{prefix}{topic}#{p}", None)) for p in (0, 1)]
+        assert [v for msgs in per_part for _, v in msgs] == want  # one key: one partition, in order
+    monkeypatch.setenv("MD_TOPIC_PREFIX", "nope" + prefix)
+    assert cli.main(["produce", "--input", str(src)]) == 2
+    assert "does not exist" in capsys.readouterr().err
