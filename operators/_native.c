@@ -15,11 +15,13 @@
  * scan_ids tells whether a run of trade ids is rising (then none can be a duplicate: the ticker
  * skips its dictionary of recent ids, a quarter of its flow's time, for such runs). set_levels
  * applies a depth update's levels to one side of an order book; kraken_crc and okx_crc are those
- * exchanges' book checksums.
+ * exchanges' book checksums. The *_frame functions ("book frames", below) take a feed handler's
+ * plain book update through its whole path (tests/test_frames.py).
  * tests/test_native.py checks each equals its pure-Python reference on generated input.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h> /* PyMemberDef: the slots of Book and _Side */
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -636,16 +638,11 @@ static Py_ssize_t bisect_key(PyObject *a, PyObject *key, int right)
     return lo;
 }
 
-static int set_level(PyObject *d, PyObject *head, PyObject *edge, int bid, PyObject *lv)
+/* One level of a side: key (an exact int) set to (px, qty), or removed where qty is zero. */
+static int set_one(PyObject *d, PyObject *head, PyObject *edge, int bid, PyObject *key,
+                   int nonzero, PyObject *px, PyObject *qty)
 {
-    if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 4 ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(lv, 0))) {
-        PyErr_SetString(PyExc_TypeError, "a level is a (int key, px, qty units, qty) tuple");
-        return -1;
-    }
-    PyObject *key = PyTuple_GET_ITEM(lv, 0);
-    int nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2));
-    int has = nonzero < 0 ? -1 : PyDict_Contains(d, key);
+    int has = PyDict_Contains(d, key);
     if (has < 0)
         return -1;
     if (!nonzero && !has)
@@ -668,12 +665,26 @@ static int set_level(PyObject *d, PyObject *head, PyObject *edge, int bid, PyObj
         if (i < 0 || PyList_Insert(head, i, key) < 0)
             return -1;
     }
-    PyObject *v = PyTuple_Pack(2, PyTuple_GET_ITEM(lv, 1), PyTuple_GET_ITEM(lv, 3));
+    PyObject *v = PyTuple_Pack(2, px, qty);
     if (v == NULL)
         return -1;
     int r = PyDict_SetItem(d, key, v);
     Py_DECREF(v);
     return r;
+}
+
+static int set_level(PyObject *d, PyObject *head, PyObject *edge, int bid, PyObject *lv)
+{
+    if (!PyTuple_CheckExact(lv) || PyTuple_GET_SIZE(lv) != 4 ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(lv, 0))) {
+        PyErr_SetString(PyExc_TypeError, "a level is a (int key, px, qty units, qty) tuple");
+        return -1;
+    }
+    int nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2));
+    if (nonzero < 0)
+        return -1;
+    return set_one(d, head, edge, bid, PyTuple_GET_ITEM(lv, 0), nonzero, PyTuple_GET_ITEM(lv, 1),
+                   PyTuple_GET_ITEM(lv, 3));
 }
 
 static PyObject *set_levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -749,7 +760,7 @@ PyDoc_STRVAR(set_levels_doc, "set_levels(levels, head, edge, bid, changes) -> No
  * the strings as they are read (no text is built). The references are the Python functions in
  * connectors/exchanges (kraken_checksum_py, okx_checksum_py); anything not plainly a list of
  * (px, qty) pairs of ASCII strings returns None and the caller takes them. */
-static uint32_t crc_table[256];
+static uint32_t crc_table[256], crc_slices[8][256];
 
 static void crc_init(void)
 {
@@ -758,7 +769,31 @@ static void crc_init(void)
         for (int k = 0; k < 8; k++)
             c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
         crc_table[i] = c;
+        crc_slices[0][i] = c;
     }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            crc_slices[t][i] = (crc_slices[t - 1][i] >> 8) ^ crc_table[crc_slices[t - 1][i] & 0xff];
+}
+
+/* The CRC32 (running value, not inverted) of n bytes, eight at a time (slicing-by-8). */
+static uint32_t crc_bytes(uint32_t crc, const unsigned char *p, size_t n)
+{
+    while (n >= 8) {
+        uint32_t lo = crc ^ ((uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+                             (uint32_t)p[3] << 24);
+        uint32_t hi = (uint32_t)p[4] | (uint32_t)p[5] << 8 | (uint32_t)p[6] << 16 |
+                      (uint32_t)p[7] << 24;
+        crc = crc_slices[7][lo & 0xff] ^ crc_slices[6][(lo >> 8) & 0xff] ^
+              crc_slices[5][(lo >> 16) & 0xff] ^ crc_slices[4][lo >> 24] ^
+              crc_slices[3][hi & 0xff] ^ crc_slices[2][(hi >> 8) & 0xff] ^
+              crc_slices[1][(hi >> 16) & 0xff] ^ crc_slices[0][hi >> 24];
+        p += 8;
+        n -= 8;
+    }
+    while (n--)
+        crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+    return crc;
 }
 
 static inline uint32_t crc_byte(uint32_t crc, unsigned char b)
@@ -1739,6 +1774,1307 @@ static PyObject *top_index(PyObject *self, PyObject *counts)
     return PyLong_FromLong(0);
 }
 
+/* -- book frames: the feed handlers' common case -----------------------------------------------
+ * connectors/exchanges: a handler turns an exchange's book frame into a canonical event, checks
+ * it, applies it to its own book and verifies the exchange's checksum. In Python that is 4-10x
+ * the frame's JSON decode, spread over a dozen calls (none above a tenth of the frame); issue 4's
+ * goal is 3x. Each *_frame function below takes one exchange's plain book update (after
+ * orjson.loads) through that whole path, statement for statement as the handler's Python does:
+ * every field is checked before anything changes, and anything uncommon (a snapshot, a gap, a
+ * duplicate, a book stale or unknown, a value not plainly valid, an odd type, several books in
+ * one frame) answers None with nothing changed, and the handler's Python takes the frame. That
+ * Python stays the reference (and the pure-Python build's); tests/test_frames.py compares the two
+ * after every frame (events, stats, books, numbering) on the recordings and on generated frames.
+ * Python objects these need (the Book type, valid_key, the symbol functions, the checksums'
+ * references) are registered by the handlers' modules with frames_set(name, object). */
+static PyObject *fv_one, *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken_symbol, *fo_kraken_py,
+    *fo_okx_py;
+static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq, *fk_prev_seq,
+    *fk_bids, *fk_asks, *fk_checksum, *fv_book, *fv_update, *fv_ok, *fv_stale, *fv_crossed,
+    *fa_stats, *fa_books, *fa_unsynced, *fa_seqs, *fa_seq_base, *fa_exchange, *fa_depth,
+    *fa_levels, *fa_head, *fa_edge, *fa_size, *fa_max_levels, *fa_status, *fa_trim_head, *fa_best,
+    *fa_top, *fa_truncate, *fa_checksum_bad, *fa_sync, *fa_synced, *fa_fresh, *fa_futures,
+    *fs_book_events, *fs_events, *fs_crossed, *fs_resyncs, *fs_checksum_ok, *fm_b, *fm_a, *fm_c,
+    *fm_as, *fm_bs, *fm_channel, *fm_l2update, *fm_product_id, *fm_changes, *fm_time,
+    *fm_last_update_id, *fm_stream, *fm_data, *fm_e, *fm_depth_update, *fm_U, *fm_u, *fm_E, *fm_pu,
+    *fm_s, *fm_event, *fm_arg, *fm_inst_id, *fm_seq_id, *fm_prev_seq_id, *fm_update;
+
+static int intern_frame_names(void)
+{
+    struct { PyObject **p; const char *s; } names[] = {
+        {&fk_type, "type"}, {&fk_ex, "ex"}, {&fk_sym, "sym"}, {&fk_ts, "ts"}, {&fk_rts, "rts"},
+        {&fk_action, "action"}, {&fk_seq, "seq"}, {&fk_prev_seq, "prev_seq"},
+        {&fk_bids, "bids"}, {&fk_asks, "asks"}, {&fk_checksum, "checksum"}, {&fv_book, "book"},
+        {&fv_update, "update"}, {&fv_ok, "ok"}, {&fv_stale, "stale"}, {&fv_crossed, "crossed"},
+        {&fa_stats, "stats"}, {&fa_books, "books"}, {&fa_unsynced, "_unsynced"},
+        {&fa_seqs, "_seq"}, {&fa_seq_base, "seq_base"}, {&fa_exchange, "exchange"},
+        {&fa_depth, "depth"}, {&fa_levels, "levels"}, {&fa_head, "head"}, {&fa_edge, "edge"},
+        {&fa_size, "size"}, {&fa_max_levels, "max_levels"}, {&fa_status, "status"},
+        {&fa_trim_head, "_trim_head"}, {&fa_best, "best"}, {&fa_top, "top"},
+        {&fa_truncate, "_truncate"}, {&fa_checksum_bad, "_checksum_bad"}, {&fa_sync, "_sync"},
+        {&fa_synced, "synced"}, {&fa_fresh, "fresh"}, {&fa_futures, "futures"},
+        {&fs_book_events, "book_events"}, {&fs_events, "events"}, {&fs_crossed, "crossed"},
+        {&fs_resyncs, "resyncs"}, {&fs_checksum_ok, "checksum_ok"}, {&fm_b, "b"}, {&fm_a, "a"},
+        {&fm_c, "c"}, {&fm_as, "as"}, {&fm_bs, "bs"}, {&fm_channel, "channel"},
+        {&fm_l2update, "l2update"}, {&fm_product_id, "product_id"}, {&fm_changes, "changes"},
+        {&fm_time, "time"}, {&fm_last_update_id, "lastUpdateId"}, {&fm_stream, "stream"},
+        {&fm_data, "data"}, {&fm_e, "e"}, {&fm_depth_update, "depthUpdate"}, {&fm_U, "U"},
+        {&fm_u, "u"}, {&fm_E, "E"}, {&fm_pu, "pu"}, {&fm_s, "s"}, {&fm_event, "event"},
+        {&fm_arg, "arg"}, {&fm_inst_id, "instId"}, {&fm_seq_id, "seqId"},
+        {&fm_prev_seq_id, "prevSeqId"}, {&fm_update, "update"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if ((*names[i].p = PyUnicode_InternFromString(names[i].s)) == NULL)
+            return -1;
+    return (fv_one = PyLong_FromLong(1)) == NULL ? -1 : 0;
+}
+
+/* Book and _Side keep their fields in __slots__: read and written here at their offsets (an
+ * attribute lookup per field was a third of a frame), for objects of exactly those types. */
+enum { B_ASKS, B_BIDS, B_MAX_LEVELS, B_SEQ, B_STATUS, S_EDGE, S_HEAD, S_LEVELS, S_SIZE, NSLOTS };
+static const char *slot_names[NSLOTS] = {"asks", "bids", "max_levels", "seq", "status",
+                                         "edge", "head", "levels", "size"};
+static Py_ssize_t slot_off[NSLOTS];
+static PyObject *fo_side_type;
+#define SLOT(o, k) (*(PyObject **)((char *)(o) + slot_off[k])) /* borrowed; NULL when unset */
+
+static void slot_set(PyObject *o, int k, PyObject *v)
+{
+    Py_XSETREF(SLOT(o, k), Py_NewRef(v));
+}
+
+/* The offsets of type's slots [first, last]: 0, or -1 with an exception. */
+static int slot_offsets(PyObject *type, int first, int last)
+{
+    for (int k = first; k <= last; k++) {
+        PyObject *descr = PyObject_GetAttrString(type, slot_names[k]);
+        if (descr == NULL)
+            return -1;
+        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            slot_off[k] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        Py_DECREF(descr);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "frames_set: %s is not an object slot", slot_names[k]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(frames_set_doc,
+"frames_set(name, obj) -> None: register a Python object the *_frame functions use: 'Book'\n"
+"and 'Side' (operators.orderbook's Book and _Side), 'valid_key', 'to_symbol',\n"
+"'kraken_symbol', 'kraken_checksum_py', 'okx_checksum_py'. A frame that needs one not registered is left to the Python.");
+
+static PyObject *frames_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "frames_set(name: str, obj)");
+        return NULL;
+    }
+    struct { const char *name; PyObject **slot; } slots[] = {
+        {"Book", &fo_book_type}, {"Side", &fo_side_type}, {"valid_key", &fo_valid_key},
+        {"to_symbol", &fo_to_symbol},
+        {"kraken_symbol", &fo_kraken_symbol}, {"kraken_checksum_py", &fo_kraken_py},
+        {"okx_checksum_py", &fo_okx_py},
+    };
+    for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
+        if (PyUnicode_CompareWithASCIIString(args[0], slots[i].name) == 0) {
+            int book = slots[i].slot == &fo_book_type, side = slots[i].slot == &fo_side_type;
+            if ((book || side) && (!PyType_Check(args[1]) ||
+                                   slot_offsets(args[1], book ? B_ASKS : S_EDGE,
+                                                book ? B_STATUS : S_SIZE) < 0)) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "frames_set: Book and Side are types");
+                Py_CLEAR(*slots[i].slot);
+                return NULL;
+            }
+            Py_XSETREF(*slots[i].slot, Py_NewRef(args[1]));
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "frames_set: unknown name %R", args[0]);
+    return NULL;
+}
+
+static int plain_ascii(PyObject *t)
+{
+    return PyUnicode_CheckExact(t) && PyUnicode_IS_COMPACT_ASCII(t);
+}
+
+static int text_is(PyObject *t, const char *lit)
+{
+    return plain_ascii(t) && strcmp((const char *)PyUnicode_DATA(t), lit) == 0;
+}
+
+static int starts_with(PyObject *t, const char *lit)
+{
+    size_t n = strlen(lit);
+    return plain_ascii(t) && (size_t)PyUnicode_GET_LENGTH(t) >= n &&
+           memcmp(PyUnicode_DATA(t), lit, n) == 0;
+}
+
+/* An exact int in [lo, hi] as a long long: 1, else 0. */
+static int int_in(PyObject *v, long long lo, long long hi, long long *out)
+{
+    int overflow;
+    if (v == NULL || !PyLong_CheckExact(v))
+        return 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow || x < lo || x > hi)
+        return 0;
+    *out = x;
+    return 1;
+}
+
+#define MAX_INT_LL 9223372036854775807LL /* events.MAX_INT */
+#define MAX_TS_LL 9999999999999LL        /* events.MAX_TS */
+
+/* Plain ASCII digits [0-9]{1,digits} as a long long: 1, else 0. */
+static int digits_of(PyObject *t, int digits, long long *out)
+{
+    if (!plain_ascii(t))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(t);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+    if (n == 0 || n > digits)
+        return 0;
+    long long v = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 1;
+}
+
+/* base.sec_to_ms of text plainly [0-9]{1,13}(\.[0-9]*)?: 1 and *ms, else 0. */
+static int sec_ms(PyObject *t, long long *ms)
+{
+    if (!plain_ascii(t))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(t);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(t), i = 0;
+    long long whole = 0, frac = 0;
+    for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (i >= 13)
+            return 0;
+        whole = whole * 10 + (s[i] - '0');
+    }
+    if (i == 0)
+        return 0;
+    int k = 0;
+    if (i < n) {
+        if (s[i++] != '.')
+            return 0;
+        for (; i < n; i++) {
+            if (s[i] < '0' || s[i] > '9')
+                return 0;
+            if (k < 3) {
+                frac = frac * 10 + (s[i] - '0');
+                k++;
+            }
+        }
+    }
+    for (; k < 3; k++)
+        frac *= 10;
+    *ms = whole * 1000 + frac;
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's days_from_civil). */
+static long long days_from_civil(long long y, int m, int d)
+{
+    y -= m <= 2;
+    long long era = (y >= 0 ? y : y - 399) / 400;
+    long long yoe = y - era * 400;
+    long long doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* base.iso_to_ms of text plainly YYYY-MM-DDTHH:MM:SS(.[0-9]+)?Z?: 1 and *ms, else 0. As
+ * calendar.timegm, days, hours, minutes and seconds count linearly (day 31 of a 30-day month is
+ * the 1st of the next); the year must be 1-9999 and the month 1-12 (else datetime refuses). */
+static int iso_ms(PyObject *t, long long *ms)
+{
+    if (!plain_ascii(t))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(t);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(t);
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    if (n < 19)
+        return 0;
+    for (int i = 0; i < 19; i++) {
+        if (shape[i] == 'd' ? (s[i] < '0' || s[i] > '9') : s[i] != shape[i])
+            return 0;
+    }
+#define TWO(i) ((s[i] - '0') * 10 + (s[(i) + 1] - '0'))
+    int year = TWO(0) * 100 + TWO(2), mon = TWO(5), day = TWO(8);
+    if (year < 1 || mon < 1 || mon > 12)
+        return 0;
+    long long secs = (days_from_civil(year, mon, 1) + day - 1) * 86400LL + TWO(11) * 3600LL +
+                     TWO(14) * 60LL + TWO(17);
+#undef TWO
+    Py_ssize_t i = 19;
+    long long frac = 0;
+    int k = 0;
+    if (i < n && s[i] == '.') {
+        Py_ssize_t start = ++i;
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (k < 3) {
+                frac = frac * 10 + (s[i] - '0');
+                k++;
+            }
+        }
+        if (i == start)
+            return 0;
+        for (; k < 3; k++)
+            frac *= 10;
+    }
+    if (i < n && s[i] == 'Z')
+        i++;
+    if (i != n)
+        return 0;
+    *ms = secs * 1000 + frac;
+    return 1;
+}
+
+/* The levels of one side of an event, as book_levels reads them: the price's units (the book's
+ * key), the strings (borrowed from the emitted event, which holds them) and whether the quantity
+ * is non-zero. */
+typedef struct {
+    PyObject *key, *px, *qty;
+    int nonzero;
+} Lv;
+
+typedef struct {
+    Lv *v;
+    Py_ssize_t n, cap;
+    Lv buf[16];
+} Lvs;
+
+static void lvs_init(Lvs *s)
+{
+    s->v = s->buf;
+    s->n = 0;
+    s->cap = 16;
+}
+
+static void lvs_free(Lvs *s)
+{
+    for (Py_ssize_t i = 0; i < s->n; i++)
+        Py_DECREF(s->v[i].key);
+    if (s->v != s->buf)
+        PyMem_Free(s->v);
+    lvs_init(s);
+}
+
+/* One [px, qty] as book_levels accepts it plainly (fast_units: a price > 0, a quantity >= 0):
+ * 1, else 0 (book_levels would refuse it or ask the Python parser), -1 error. */
+static int lvs_push(Lvs *s, PyObject *px, PyObject *qty)
+{
+    unsigned __int128 pu, qu;
+    int dp;
+    if (!plain_ascii(px) || !plain_ascii(qty) ||
+        !fast_units((const char *)PyUnicode_DATA(px), PyUnicode_GET_LENGTH(px), &pu, &dp) ||
+        pu < 1 ||
+        !fast_units((const char *)PyUnicode_DATA(qty), PyUnicode_GET_LENGTH(qty), &qu, &dp))
+        return 0;
+    if (s->n == s->cap) {
+        Lv *v = PyMem_Malloc(2 * (size_t)s->cap * sizeof(Lv));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        memcpy(v, s->v, (size_t)s->n * sizeof(Lv));
+        if (s->v != s->buf)
+            PyMem_Free(s->v);
+        s->v = v;
+        s->cap *= 2;
+    }
+    PyObject *key = long_of(pu);
+    if (key == NULL)
+        return -1;
+    s->v[s->n].key = key;
+    s->v[s->n].px = px;
+    s->v[s->n].qty = qty;
+    s->v[s->n].nonzero = qu != 0;
+    s->n++;
+    return 1;
+}
+
+/* A new [px, qty] appended to out, and its levels to s: as lvs_push. */
+static int pair_into(PyObject *out, Lvs *s, PyObject *px, PyObject *qty)
+{
+    int rc = lvs_push(s, px, qty);
+    if (rc != 1)
+        return rc;
+    PyObject *pair = PyList_New(2);
+    if (pair == NULL)
+        return -1;
+    PyList_SET_ITEM(pair, 0, Py_NewRef(px));
+    PyList_SET_ITEM(pair, 1, Py_NewRef(qty));
+    return append_new(out, pair) < 0 ? -1 : 1;
+}
+
+/* stats[name] += 1 */
+static int stat_inc(PyObject *stats, PyObject *name)
+{
+    PyObject *v = PyObject_GetItem(stats, name);
+    if (v == NULL)
+        return -1;
+    PyObject *w = PyNumber_Add(v, fv_one);
+    Py_DECREF(v);
+    if (w == NULL)
+        return -1;
+    int rc = PyObject_SetItem(stats, name, w);
+    Py_DECREF(w);
+    return rc;
+}
+
+/* Handler._lose_sync */
+static int lose_sync(PyObject *h, PyObject *stats, PyObject *sym)
+{
+    PyObject *unsynced = PyObject_GetAttr(h, fa_unsynced);
+    if (unsynced == NULL)
+        return -1;
+    int has = PySequence_Contains(unsynced, sym), rc = has < 0 ? -1 : 0;
+    if (has == 0) {
+        PyObject *r = PyObject_CallMethod(unsynced, "add", "O", sym);
+        rc = (r == NULL || stat_inc(stats, fs_resyncs) < 0) ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(unsynced);
+    return rc;
+}
+
+/* The handler's book of sym if it is in sync (known, not waiting for a snapshot): a new
+ * reference; NULL without an exception where it is not (the Python decides). */
+static PyObject *synced_book(PyObject *h, PyObject *sym)
+{
+    PyObject *books = PyObject_GetAttr(h, fa_books), *unsynced = NULL, *book = NULL;
+    if (books == NULL || !PyDict_CheckExact(books))
+        goto done;
+    unsynced = PyObject_GetAttr(h, fa_unsynced);
+    if (unsynced == NULL || !PyAnySet_CheckExact(unsynced))
+        goto done;
+    int waiting = PySet_Contains(unsynced, sym);
+    if (waiting != 0)
+        goto done;
+    book = PyDict_GetItemWithError(books, sym);
+    Py_XINCREF(book);
+done:
+    Py_XDECREF(books);
+    Py_XDECREF(unsynced);
+    PyErr_Clear();
+    return book;
+}
+
+/* Handler._next without storing it: the handler's next number of sym, if a plain one. */
+static int next_number(PyObject *h, PyObject *sym, long long *out)
+{
+    PyObject *seqs = PyObject_GetAttr(h, fa_seqs), *cur = NULL;
+    int ok = 0;
+    if (seqs != NULL && PyDict_CheckExact(seqs)) {
+        cur = PyDict_GetItemWithError(seqs, sym);
+        cur = cur != NULL ? Py_NewRef(cur) : PyErr_Occurred() ? NULL
+                                                              : PyObject_GetAttr(h, fa_seq_base);
+        long long v;
+        if (int_in(cur, -1, MAX_INT_LL - 1, &v)) {
+            *out = v + 1;
+            ok = 1;
+        }
+    }
+    Py_XDECREF(seqs);
+    Py_XDECREF(cur);
+    PyErr_Clear();
+    return ok;
+}
+
+/* Whether Book.apply of an update (seq, prev_seq: prev, checked where has_prev) is sure to
+ * answer "applied": book an exact Book with an int seq below seq (prev equal to it), not
+ * stale, no max_levels, its sides exact _Sides. 1 yes, 0 the Python decides. */
+static int book_ready(PyObject *book, long long seq, long long prev, int has_prev)
+{
+    if (fo_book_type == NULL || fo_side_type == NULL ||
+        Py_TYPE(book) != (PyTypeObject *)fo_book_type)
+        return 0;
+    PyObject *ml = SLOT(book, B_MAX_LEVELS), *st = SLOT(book, B_STATUS);
+    PyObject *bids = SLOT(book, B_BIDS), *asks = SLOT(book, B_ASKS);
+    long long m, b;
+    return ml != NULL && int_in(ml, 0, 0, &m) && int_in(SLOT(book, B_SEQ), LLONG_MIN, LLONG_MAX, &b) &&
+           st != NULL && PyUnicode_CheckExact(st) && PyUnicode_Compare(st, fv_stale) != 0 &&
+           seq > b && (!has_prev || prev == b) && bids != NULL && asks != NULL &&
+           Py_TYPE(bids) == (PyTypeObject *)fo_side_type &&
+           Py_TYPE(asks) == (PyTypeObject *)fo_side_type;
+}
+
+/* A _Side's levels and head, checked (borrowed): 0, or -1 with an exception. */
+static int side_fields(PyObject *side, PyObject **d, PyObject **head)
+{
+    *d = SLOT(side, S_LEVELS);
+    *head = SLOT(side, S_HEAD);
+    if (*d == NULL || *head == NULL || !PyDict_CheckExact(*d) || !PyList_CheckExact(*head)) {
+        PyErr_SetString(PyExc_TypeError, "a book side holds a dict and a list");
+        return -1;
+    }
+    return 0;
+}
+
+/* _Side.set: the levels applied to one side, its head trimmed when it grew 4x too long. */
+static int side_set(PyObject *side, Lvs *s, int bid)
+{
+    if (s->n == 0) /* Book.apply: `if e.bids:` */
+        return 0;
+    PyObject *d, *head, *edge = SLOT(side, S_EDGE), *size = SLOT(side, S_SIZE);
+    if (side_fields(side, &d, &head) < 0)
+        return -1;
+    if (edge == NULL || size == NULL || !PyLong_CheckExact(edge)) {
+        PyErr_SetString(PyExc_TypeError, "a book side's edge and size are ints");
+        return -1;
+    }
+    /* held: the loop runs no Python code (exact int keys), but a reference costs nothing */
+    Py_INCREF(d);
+    Py_INCREF(head);
+    Py_INCREF(edge);
+    int rc = -1;
+    for (Py_ssize_t i = 0; i < s->n; i++)
+        if (set_one(d, head, edge, bid, s->v[i].key, s->v[i].nonzero, s->v[i].px,
+                    s->v[i].qty) < 0)
+            goto done;
+    Py_ssize_t most = PyLong_AsSsize_t(size);
+    if (most == -1 && PyErr_Occurred())
+        goto done;
+    if (PyList_GET_SIZE(head) > 4 * most) {
+        PyObject *r = PyObject_CallMethodNoArgs(side, fa_trim_head);
+        if (r == NULL)
+            goto done;
+        Py_DECREF(r);
+    }
+    rc = 0;
+done:
+    Py_DECREF(d);
+    Py_DECREF(head);
+    Py_DECREF(edge);
+    return rc;
+}
+
+/* _Side.best: a new reference (None for an empty side). */
+static PyObject *side_best(PyObject *side, int bid)
+{
+    PyObject *head = SLOT(side, S_HEAD);
+    if (head != NULL && PyList_CheckExact(head) && PyList_GET_SIZE(head) > 0)
+        return Py_NewRef(PyList_GET_ITEM(head, bid ? PyList_GET_SIZE(head) - 1 : 0));
+    return PyObject_CallMethodNoArgs(side, fa_best);
+}
+
+/* The rest of Handler._book_event and Book.apply once book_ready said "applied": the event
+ * dict built (canonical key order), the levels applied, the book's seq and status set, the
+ * counters moved. A new reference to the dict. */
+static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObject *ts,
+                               PyObject *rts, long long seq, long long prev, PyObject *bids,
+                               PyObject *asks, PyObject *checksum, Lvs *lb, Lvs *la)
+{
+    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL, *b = NULL, *a = NULL,
+             *stats = NULL;
+    PyObject *bside = Py_NewRef(SLOT(book, B_BIDS)), *aside = Py_NewRef(SLOT(book, B_ASKS));
+    int crossed;
+    if ((ex = PyObject_GetAttr(h, fa_exchange)) == NULL ||
+        (seq_o = PyLong_FromLongLong(seq)) == NULL ||
+        (prev_o = PyLong_FromLongLong(prev)) == NULL || (d = PyDict_New()) == NULL)
+        goto error;
+    if (PyDict_SetItem(d, fk_type, fv_book) < 0 || PyDict_SetItem(d, fk_ex, ex) < 0 ||
+        PyDict_SetItem(d, fk_sym, sym) < 0 || PyDict_SetItem(d, fk_ts, ts) < 0 ||
+        PyDict_SetItem(d, fk_rts, rts) < 0 || PyDict_SetItem(d, fk_action, fv_update) < 0 ||
+        PyDict_SetItem(d, fk_seq, seq_o) < 0 || PyDict_SetItem(d, fk_prev_seq, prev_o) < 0 ||
+        PyDict_SetItem(d, fk_bids, bids) < 0 || PyDict_SetItem(d, fk_asks, asks) < 0 ||
+        (checksum != NULL && PyDict_SetItem(d, fk_checksum, checksum) < 0))
+        goto error;
+    if (side_set(bside, lb, 1) < 0 || side_set(aside, la, 0) < 0)
+        goto error;
+    slot_set(book, B_SEQ, seq_o);
+    if ((b = side_best(bside, 1)) == NULL || (a = side_best(aside, 0)) == NULL)
+        goto error;
+    crossed = (b == Py_None || a == Py_None) ? 0 : PyObject_RichCompareBool(b, a, Py_GE);
+    if (crossed < 0 || (stats = PyObject_GetAttr(h, fa_stats)) == NULL)
+        goto error;
+    slot_set(book, B_STATUS, crossed ? fv_crossed : fv_ok);
+    if (crossed && (stat_inc(stats, fs_crossed) < 0 || lose_sync(h, stats, sym) < 0))
+        goto error;
+    if (stat_inc(stats, fs_book_events) < 0 || stat_inc(stats, fs_events) < 0)
+        goto error;
+    goto done;
+error:
+    Py_CLEAR(d);
+done:
+    Py_XDECREF(ex);
+    Py_XDECREF(seq_o);
+    Py_XDECREF(prev_o);
+    Py_DECREF(bside);
+    Py_DECREF(aside);
+    Py_XDECREF(b);
+    Py_XDECREF(a);
+    Py_XDECREF(stats);
+    return d;
+}
+
+/* The answers of valid_key and of the symbol functions, kept here (a Python call each was a
+ * tenth of a small frame): cleared when large, as the functions' own lru caches. */
+static PyObject *answers;
+
+/* answers[(fn, arg...)] or fn(*args), a new reference; NULL with an exception where fn raised. */
+static PyObject *answer(PyObject *fn, PyObject *a, PyObject *b)
+{
+    if (answers == NULL && (answers = PyDict_New()) == NULL)
+        return NULL;
+    PyObject *key = b == NULL ? PyTuple_Pack(2, fn, a) : PyTuple_Pack(3, fn, a, b);
+    if (key == NULL)
+        return NULL;
+    PyObject *r = PyDict_GetItemWithError(answers, key);
+    if (r != NULL || PyErr_Occurred()) {
+        Py_DECREF(key);
+        return Py_XNewRef(r);
+    }
+    r = PyObject_CallFunctionObjArgs(fn, a, b, NULL);
+    if (r != NULL && PyDict_GET_SIZE(answers) >= 4096)
+        PyDict_Clear(answers);
+    if (r != NULL && PyDict_SetItem(answers, key, r) < 0)
+        Py_CLEAR(r);
+    Py_DECREF(key);
+    return r;
+}
+
+/* valid_key(handler.exchange, sym), plainly: 1, else 0 (the Python decides). */
+static int key_valid(PyObject *h, PyObject *sym)
+{
+    if (fo_valid_key == NULL)
+        return 0;
+    PyObject *ex = PyObject_GetAttr(h, fa_exchange), *r = NULL;
+    if (ex != NULL && PyUnicode_CheckExact(ex))
+        r = answer(fo_valid_key, ex, sym);
+    int ok = r == Py_True;
+    Py_XDECREF(ex);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    return ok;
+}
+
+/* fn(native) for a symbol function (to_symbol, kraken_symbol): a new reference, or NULL without
+ * an exception where it refuses (the Python then words the dead letter). */
+static PyObject *symbol_of(PyObject *fn, PyObject *native)
+{
+    if (fn == NULL || !PyUnicode_CheckExact(native))
+        return NULL;
+    PyObject *sym = answer(fn, native, NULL);
+    if (sym == NULL || !PyUnicode_CheckExact(sym)) {
+        Py_XDECREF(sym);
+        PyErr_Clear();
+        return NULL;
+    }
+    return sym;
+}
+
+/* The handler's number for sym stored (Handler._next's side effect). */
+static int store_number(PyObject *h, PyObject *sym, long long seq)
+{
+    PyObject *seqs = PyObject_GetAttr(h, fa_seqs), *v = PyLong_FromLongLong(seq);
+    int rc = (seqs == NULL || v == NULL) ? -1 : PyObject_SetItem(seqs, sym, v);
+    Py_XDECREF(seqs);
+    Py_XDECREF(v);
+    return rc;
+}
+
+/* A one-element list of a new reference (NULL passes through). */
+static PyObject *list_of(PyObject *d)
+{
+    if (d == NULL)
+        return NULL;
+    PyObject *out = PyList_New(1);
+    if (out == NULL) {
+        Py_DECREF(d);
+        return NULL;
+    }
+    PyList_SET_ITEM(out, 0, d);
+    return out;
+}
+
+/* The checksum step after an applied update: crc (a new reference: the book's own) equal to
+ * theirs -> checksum_ok counted, [d]; else handler._checksum_bad(sym, d, numbered). */
+static PyObject *checksum_step(PyObject *h, PyObject *sym, PyObject *d, PyObject *crc,
+                               PyObject *theirs, int numbered)
+{
+    PyObject *stats = NULL, *out = NULL;
+    int same = crc == NULL ? -1 : PyObject_RichCompareBool(crc, theirs, Py_EQ);
+    Py_XDECREF(crc);
+    if (same < 0)
+        goto done;
+    if (same) {
+        if ((stats = PyObject_GetAttr(h, fa_stats)) == NULL || stat_inc(stats, fs_checksum_ok) < 0)
+            goto done;
+        out = list_of(Py_NewRef(d));
+    } else {
+        out = PyObject_CallMethodObjArgs(h, fa_checksum_bad, sym, d,
+                                         numbered ? Py_True : Py_False, NULL);
+    }
+done:
+    Py_XDECREF(stats);
+    return out;
+}
+
+/* A checksum's input text, built from the book's strings (no Python string is made). */
+typedef struct {
+    size_t n;
+    unsigned char buf[16384]; /* 50 levels of two 100-character decimals and their colons */
+} CrcText;
+
+static CrcText crc_input;
+
+/* text (plain ASCII) appended: Kraken's digits (no point, no leading zeros) or verbatim; 1, else
+ * 0 (not plain, or too long). */
+static int crc_text_add(CrcText *t, PyObject *text, int digits)
+{
+    if (!plain_ascii(text))
+        return 0;
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
+    if (t->n + (size_t)n + 1 > sizeof(t->buf))
+        return 0;
+    if (!digits) {
+        memcpy(t->buf + t->n, s, (size_t)n);
+        t->n += (size_t)n;
+        return 1;
+    }
+    Py_ssize_t i = 0;
+    while (i < n && (s[i] == '0' || s[i] == '.'))
+        i++;
+    unsigned char *out = t->buf + t->n;
+    for (; i < n; i++) { /* branch-free: a point is written, then written over */
+        *out = (unsigned char)s[i];
+        out += s[i] != '.';
+    }
+    t->n = (size_t)(out - t->buf);
+    return 1;
+}
+
+/* A side's levels and head (new references), its head holding its best n keys (or all). */
+static int side_prep(PyObject *side, Py_ssize_t n, PyObject **d, PyObject **head)
+{
+    if (Py_TYPE(side) != (PyTypeObject *)fo_side_type) {
+        PyErr_SetString(PyExc_TypeError, "a book side is an operators.orderbook._Side");
+        return -1;
+    }
+    if (side_fields(side, d, head) < 0)
+        return -1;
+    if (PyList_GET_SIZE(*head) < n && PyList_GET_SIZE(*head) < PyDict_GET_SIZE(*d)) {
+        PyObject *r = PyObject_CallMethod(side, "sorted_at_least", "n", n);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+        if (side_fields(side, d, head) < 0)
+            return -1;
+    }
+    Py_INCREF(*d);
+    Py_INCREF(*head);
+    return 0;
+}
+
+/* Level i (best first) of a prepared side as a (px, qty) pair, appended to t (separated by
+ * sep where sep and t is not empty): 1, 0 not a plain pair of strings, -1 error. */
+static int crc_level(CrcText *t, PyObject *d, PyObject *head, int bid, Py_ssize_t i, char sep,
+                     int digits)
+{
+    Py_ssize_t size = PyList_GET_SIZE(head);
+    PyObject *key = Py_NewRef(PyList_GET_ITEM(head, bid ? size - 1 - i : i));
+    PyObject *v = PyDict_GetItemWithError(d, key); /* borrowed */
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_KeyError, key);
+    Py_DECREF(key);
+    if (v == NULL)
+        return -1;
+    if (PyList_GET_SIZE(head) != size || !PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2)
+        return 0;
+    if (sep && t->n)
+        t->buf[t->n++] = (unsigned char)sep;
+    if (!crc_text_add(t, PyTuple_GET_ITEM(v, 0), digits))
+        return 0;
+    if (sep)
+        t->buf[t->n++] = (unsigned char)sep;
+    return crc_text_add(t, PyTuple_GET_ITEM(v, 1), digits);
+}
+
+/* The checksum of a book's top: Kraken's (okx 0: the best 10 asks then 10 bids, digits only,
+ * unsigned) or OKX's (okx 1: 25 bids and asks interleaved, ':'-joined, signed), as
+ * kraken_crc/okx_crc of the sides' top(n). A new reference; None where a level is not a plain
+ * pair of strings (the caller asks the Python reference). */
+static PyObject *book_crc(PyObject *book, int okx)
+{
+    Py_ssize_t n = okx ? 25 : 10;
+    PyObject *bside = Py_XNewRef(SLOT(book, B_BIDS)), *aside = Py_XNewRef(SLOT(book, B_ASKS));
+    PyObject *bd = NULL, *bh = NULL, *ad = NULL, *ah = NULL, *out = NULL;
+    CrcText *t = NULL;
+    if (bside == NULL || aside == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "the book has no sides");
+        goto done;
+    }
+    if (side_prep(bside, n, &bd, &bh) < 0 || side_prep(aside, n, &ad, &ah) < 0)
+        goto done;
+    t = &crc_input; /* no Python code runs while it is written: the GIL keeps it ours */
+    t->n = 0;
+    Py_ssize_t nb = PyList_GET_SIZE(bh) < n ? PyList_GET_SIZE(bh) : n;
+    Py_ssize_t na = PyList_GET_SIZE(ah) < n ? PyList_GET_SIZE(ah) : n;
+    int rc = 1;
+    if (okx) {
+        for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
+            if (i < nb)
+                rc = crc_level(t, bd, bh, 1, i, ':', 0);
+            if (i < na && rc > 0)
+                rc = crc_level(t, ad, ah, 0, i, ':', 0);
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < na && rc > 0; i++)
+            rc = crc_level(t, ad, ah, 0, i, 0, 1);
+        for (Py_ssize_t i = 0; i < nb && rc > 0; i++)
+            rc = crc_level(t, bd, bh, 1, i, 0, 1);
+    }
+    if (rc <= 0) {
+        out = rc < 0 ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    uint32_t crc = crc_bytes(0xFFFFFFFFu, t->buf, t->n) ^ 0xFFFFFFFFu;
+    out = !okx ? PyLong_FromUnsignedLong(crc)
+               : PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
+                                                       : (long long)crc);
+done:
+    Py_XDECREF(bside);
+    Py_XDECREF(aside);
+    Py_XDECREF(bd);
+    Py_XDECREF(bh);
+    Py_XDECREF(ad);
+    Py_XDECREF(ah);
+    return out;
+}
+
+/* book_crc, or the Python reference (fn: kraken_checksum_py(asks, bids) or
+ * okx_checksum_py(bids, asks) of the sides' top(n)) where a level is not plain. */
+static PyObject *book_checksum(PyObject *book, int okx)
+{
+    PyObject *crc = book_crc(book, okx);
+    if (crc != Py_None)
+        return crc;
+    Py_DECREF(crc);
+    PyObject *fn = okx ? fo_okx_py : fo_kraken_py;
+    if (fn == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "the checksum's reference is not registered");
+        return NULL;
+    }
+    PyObject *first = PyObject_CallMethod(book, "top", "is", okx ? 25 : 10, okx ? "bids" : "asks");
+    PyObject *second = first == NULL ? NULL : PyObject_CallMethod(book, "top", "is", okx ? 25 : 10,
+                                                                  okx ? "asks" : "bids");
+    PyObject *r = second == NULL ? NULL : PyObject_CallFunctionObjArgs(fn, first, second, NULL);
+    Py_XDECREF(first);
+    Py_XDECREF(second);
+    return r;
+}
+
+/* Arguments (handler, msg, rts), rts plainly a time: 1, else 0 (the Python decides); -1 error. */
+static int frame_args(const char *name, PyObject *const *args, Py_ssize_t nargs)
+{
+    long long v;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "%s(handler, msg, rts)", name);
+        return -1;
+    }
+    return int_in(args[2], 0, MAX_TS_LL, &v);
+}
+
+PyDoc_STRVAR(kraken_frame_doc,
+"kraken_frame(handler, msg, rts) -> list | None: a Kraken v1 book update, as\n"
+"KrakenHandler._on_message; None (nothing changed) for anything else.");
+
+static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("kraken_frame", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *msg = args[1], *rts = args[2];
+    if (!PyList_CheckExact(msg) || PyList_GET_SIZE(msg) < 4)
+        Py_RETURN_NONE;
+    Py_ssize_t n = PyList_GET_SIZE(msg);
+    PyObject *channel = PyList_GET_ITEM(msg, n - 2), *first = PyList_GET_ITEM(msg, 1);
+    if (!starts_with(channel, "book") || !PyDict_CheckExact(first))
+        Py_RETURN_NONE;
+    int snap = PyDict_Contains(first, fm_as);
+    if (snap == 0)
+        snap = PyDict_Contains(first, fm_bs);
+    if (snap != 0)
+        return snap < 0 ? NULL : Py_NewRef(Py_None);
+    /* the depth: int(channel.partition("-")[2] or self.depth) */
+    long long depth;
+    const char *cs = (const char *)PyUnicode_DATA(channel);
+    Py_ssize_t clen = PyUnicode_GET_LENGTH(channel);
+    const char *dash = memchr(cs, '-', (size_t)clen);
+    PyObject *depth_o;
+    if (dash != NULL && dash - cs + 1 < clen) {
+        depth_o = PyUnicode_Substring(channel, dash - cs + 1, clen);
+        if (depth_o == NULL)
+            return NULL;
+        if (!digits_of(depth_o, 9, &depth)) {
+            Py_DECREF(depth_o);
+            Py_RETURN_NONE;
+        }
+        Py_SETREF(depth_o, PyLong_FromLongLong(depth));
+    } else {
+        depth_o = PyObject_GetAttr(h, fa_depth);
+        if (!int_in(depth_o, LLONG_MIN, LLONG_MAX, &depth)) {
+            Py_XDECREF(depth_o);
+            PyErr_Clear();
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+    PyObject *check = NULL, *ck_o = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    if (depth_o == NULL)
+        goto done;
+    if ((sym = symbol_of(fo_kraken_symbol, PyList_GET_ITEM(msg, n - 1))) == NULL ||
+        (book = synced_book(h, sym)) == NULL) {
+        out = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+        goto done;
+    }
+    if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
+        goto done;
+    long long ts = 0, t, ck = 0, seq;
+    for (Py_ssize_t i = 1; i < n - 2; i++) {
+        PyObject *p = PyList_GET_ITEM(msg, i);
+        if (!PyDict_CheckExact(p))
+            goto python;
+        for (int side = 0; side < 2; side++) {
+            PyObject *lvs = PyDict_GetItemWithError(p, side ? fm_a : fm_b);
+            if (lvs == NULL) {
+                if (PyErr_Occurred())
+                    goto done;
+                continue;
+            }
+            if (!PyList_CheckExact(lvs))
+                goto python;
+            for (Py_ssize_t j = 0; j < PyList_GET_SIZE(lvs); j++) {
+                PyObject *lv = PyList_GET_ITEM(lvs, j);
+                if (!PyList_CheckExact(lv) || PyList_GET_SIZE(lv) < 3 ||
+                    !sec_ms(PyList_GET_ITEM(lv, 2), &t))
+                    goto python;
+                int rc = pair_into(side ? asks : bids, side ? &la : &lb, PyList_GET_ITEM(lv, 0),
+                                   PyList_GET_ITEM(lv, 1));
+                if (rc <= 0) {
+                    if (rc < 0)
+                        goto done;
+                    goto python;
+                }
+                if (t > ts)
+                    ts = t;
+            }
+        }
+        PyObject *c = PyDict_GetItemWithError(p, fm_c); /* checksum = p.get("c", checksum) */
+        if (c == NULL && PyErr_Occurred())
+            goto done;
+        if (c != NULL)
+            Py_XSETREF(check, Py_NewRef(c));
+    }
+    if (check != NULL && check != Py_None) {
+        if (!digits_of(check, 18, &ck) || (ck_o = PyLong_FromLongLong(ck)) == NULL)
+            goto python_or_error;
+    }
+    if (ts > MAX_TS_LL || !key_valid(h, sym) || !next_number(h, sym, &seq) ||
+        !book_ready(book, seq, 0, 0))
+        goto python;
+    long long prev;
+    if (!int_in(SLOT(book, B_SEQ), LLONG_MIN, LLONG_MAX, &prev)) /* book_ready read it */
+        goto python;
+    /* Committed from here on: as the Python path, which has changed state by now too. */
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
+        goto done;
+    PyObject *d = commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, ck_o, &lb, &la);
+    if (d == NULL)
+        goto done;
+    for (int side = 0; side < 2; side++) { /* _truncate: cut to the subscribed depth */
+        PyObject *lv = SLOT(SLOT(book, side ? B_ASKS : B_BIDS), S_LEVELS);
+        if (lv != NULL && PyDict_CheckExact(lv) && PyDict_GET_SIZE(lv) <= depth)
+            continue;
+        PyObject *r = PyObject_CallMethodObjArgs(h, fa_truncate, book, d, depth_o, NULL);
+        if (r == NULL) {
+            Py_DECREF(d);
+            goto done;
+        }
+        Py_DECREF(r);
+        break;
+    }
+    if (ck_o == NULL) {
+        out = list_of(d);
+        goto done;
+    }
+    PyObject *crc = book_checksum(book, 0);
+    out = crc == NULL ? NULL : checksum_step(h, sym, d, crc, ck_o, 1);
+    Py_DECREF(d);
+    goto done;
+python_or_error:
+    if (PyErr_Occurred())
+        goto done;
+python:
+    out = Py_NewRef(Py_None);
+done:
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(depth_o);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    Py_XDECREF(ts_o);
+    Py_XDECREF(check);
+    Py_XDECREF(ck_o);
+    return out;
+}
+
+PyDoc_STRVAR(coinbase_frame_doc,
+"coinbase_frame(handler, msg, rts) -> list | None: a Coinbase Exchange l2update, as\n"
+"CoinbaseHandler._on_message; None (nothing changed) for anything else.");
+
+static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("coinbase_frame", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *msg = args[1], *rts = args[2];
+    if (!PyDict_CheckExact(msg))
+        Py_RETURN_NONE;
+    int adv = PyDict_Contains(msg, fm_channel);
+    if (adv != 0)
+        return adv < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *kind = PyDict_GetItemWithError(msg, fk_type);
+    PyObject *changes = kind == NULL ? NULL : PyDict_GetItemWithError(msg, fm_changes);
+    PyObject *time = changes == NULL ? NULL : PyDict_GetItemWithError(msg, fm_time);
+    PyObject *pid = time == NULL ? NULL : PyDict_GetItemWithError(msg, fm_product_id);
+    if (pid == NULL || PyErr_Occurred())
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    long long ts, seq, prev;
+    if (!text_is(kind, "l2update") || !PyList_CheckExact(changes) || !iso_ms(time, &ts) ||
+        ts > MAX_TS_LL)
+        Py_RETURN_NONE;
+    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    if ((sym = symbol_of(fo_to_symbol, pid)) == NULL || (book = synced_book(h, sym)) == NULL)
+        goto python;
+    if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
+        goto done;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(changes); i++) {
+        PyObject *c = PyList_GET_ITEM(changes, i);
+        if (!PyList_CheckExact(c) || PyList_GET_SIZE(c) != 3)
+            goto python;
+        PyObject *side = PyList_GET_ITEM(c, 0);
+        int buy = text_is(side, "buy");
+        if (!buy && !text_is(side, "sell"))
+            goto python;
+        int rc = pair_into(buy ? bids : asks, buy ? &lb : &la, PyList_GET_ITEM(c, 1),
+                           PyList_GET_ITEM(c, 2));
+        if (rc < 0)
+            goto done;
+        if (rc == 0)
+            goto python;
+    }
+    if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0))
+        goto python;
+    if (!int_in(SLOT(book, B_SEQ), LLONG_MIN, LLONG_MAX, &prev)) /* book_ready read it */
+        goto python;
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
+        goto done;
+    out = list_of(commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, NULL, &lb, &la));
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    Py_XDECREF(ts_o);
+    return out;
+}
+
+/* The levels of a side sent as they are ([[px, qty], ...] exactly): 1, else 0; -1 error. */
+static int levels_as_sent(PyObject *raw, Lvs *s)
+{
+    if (!PyList_CheckExact(raw))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
+        PyObject *lv = PyList_GET_ITEM(raw, i);
+        if (!PyList_CheckExact(lv) || PyList_GET_SIZE(lv) != 2)
+            return 0;
+        int rc = lvs_push(s, PyList_GET_ITEM(lv, 0), PyList_GET_ITEM(lv, 1));
+        if (rc <= 0)
+            return rc;
+    }
+    return 1;
+}
+
+/* An attribute's truth: 1/0, -1 error. */
+static int attr_true(PyObject *o, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(o, name);
+    int t = v == NULL ? -1 : PyObject_IsTrue(v);
+    Py_XDECREF(v);
+    return t;
+}
+
+PyDoc_STRVAR(binance_frame_doc,
+"binance_frame(handler, msg, rts) -> list | None: a Binance (spot or USD-M) depthUpdate of a\n"
+"synced symbol, as BinanceHandler._on_message; None (nothing changed) for anything else.");
+
+static PyObject *binance_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("binance_frame", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *msg = args[1], *rts = args[2], *data = msg;
+    if (!PyDict_CheckExact(msg))
+        Py_RETURN_NONE;
+    int rest = PyDict_Contains(msg, fm_last_update_id), wrapped = 0;
+    if (rest == 0)
+        wrapped = PyDict_Contains(msg, fm_stream);
+    if (rest != 0 || wrapped < 0)
+        return (rest < 0 || wrapped < 0) ? NULL : Py_NewRef(Py_None);
+    if (wrapped) {
+        data = PyDict_GetItemWithError(msg, fm_data);
+        if (data == NULL || !PyDict_CheckExact(data))
+            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    int futures = attr_true(h, fa_futures);
+    if (futures < 0)
+        return NULL;
+    PyObject *e = PyDict_GetItemWithError(data, fm_e);
+    PyObject *U = e == NULL ? NULL : PyDict_GetItemWithError(data, fm_U);
+    PyObject *u = U == NULL ? NULL : PyDict_GetItemWithError(data, fm_u);
+    PyObject *E = u == NULL ? NULL : PyDict_GetItemWithError(data, fm_E);
+    PyObject *pu = (E == NULL || !futures) ? NULL : PyDict_GetItemWithError(data, fm_pu);
+    PyObject *b = E == NULL ? NULL : PyDict_GetItemWithError(data, fm_b);
+    PyObject *a = b == NULL ? NULL : PyDict_GetItemWithError(data, fm_a);
+    PyObject *s = a == NULL ? NULL : PyDict_GetItemWithError(data, fm_s);
+    if (s == NULL || (futures && pu == NULL) || PyErr_Occurred())
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    long long first, last, ts, pu_v = 0, seq;
+    if (!text_is(e, "depthUpdate") || !int_in(U, LLONG_MIN, LLONG_MAX, &first) ||
+        !int_in(u, LLONG_MIN, LLONG_MAX, &last) || !int_in(E, 0, MAX_TS_LL, &ts) ||
+        (futures && !int_in(pu, LLONG_MIN, LLONG_MAX, &pu_v)) || first > last ||
+        !PyList_CheckExact(b) || !PyList_CheckExact(a) || !plain_ascii(s))
+        Py_RETURN_NONE;
+    PyObject *sym = NULL, *book = NULL, *sync = NULL, *st = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    if ((sym = symbol_of(fo_to_symbol, s)) == NULL)
+        goto python;
+    if ((sync = PyObject_GetAttr(h, fa_sync)) == NULL || !PyDict_CheckExact(sync)) {
+        PyErr_Clear();
+        goto python;
+    }
+    if ((st = PyDict_GetItemWithError(sync, sym)) == NULL)
+        goto python;
+    Py_INCREF(st);
+    int synced = attr_true(st, fa_synced);
+    if (synced <= 0)
+        goto python;
+    /* The book: the Python path creates none here (a synced symbol has one) */
+    PyObject *books = PyObject_GetAttr(h, fa_books);
+    if (books != NULL && PyDict_CheckExact(books))
+        book = Py_XNewRef(PyDict_GetItemWithError(books, sym));
+    Py_XDECREF(books);
+    if (book == NULL)
+        goto python;
+    PyObject *bseq = PyObject_GetAttr(book, fk_seq);
+    int plain = int_in(bseq, LLONG_MIN, LLONG_MAX, &seq);
+    Py_XDECREF(bseq);
+    if (!plain || seq < 0 || seq == LLONG_MAX)
+        goto python;
+    long long prev;
+    if (futures) {
+        if (last < seq)
+            goto python; /* dropped */
+        int fresh = attr_true(st, fa_fresh);
+        if (fresh < 0)
+            goto done;
+        prev = fresh && ((first <= seq && seq <= last) || pu_v == seq) ? seq : pu_v;
+    } else {
+        if (last <= seq)
+            goto python; /* dropped */
+        prev = first <= seq + 1 ? seq : first - 1;
+    }
+    if (prev != seq || last <= seq || !key_valid(h, sym) || !book_ready(book, last, prev, 1))
+        goto python;
+    int rc = levels_as_sent(b, &lb);
+    if (rc > 0)
+        rc = levels_as_sent(a, &la);
+    if (rc < 0)
+        goto done;
+    if (rc == 0)
+        goto python;
+    PyObject *d = commit_update(h, book, sym, E, rts, last, prev, b, a, NULL, &lb, &la);
+    if (d == NULL || PyObject_SetAttr(st, fa_fresh, Py_False) < 0) {
+        Py_XDECREF(d);
+        goto done;
+    }
+    PyObject *unsynced = PyObject_GetAttr(h, fa_unsynced);
+    int lost = unsynced == NULL ? -1 : PySequence_Contains(unsynced, sym);
+    Py_XDECREF(unsynced);
+    if (lost < 0 || (lost && PyObject_SetAttr(st, fa_synced, Py_False) < 0)) {
+        Py_DECREF(d);
+        goto done;
+    }
+    out = list_of(d);
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(sync);
+    Py_XDECREF(st);
+    return out;
+}
+
+/* OKX's [lv[:2] for lv in raw] into out (levels of at least two fields), its levels into s:
+ * 1, else 0; -1 error. */
+static int okx_levels(PyObject *raw, PyObject *out, Lvs *s)
+{
+    if (raw == NULL) /* data.get("bids", ()) */
+        return 1;
+    if (!PyList_CheckExact(raw))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(raw); i++) {
+        PyObject *lv = PyList_GET_ITEM(raw, i);
+        if (!PyList_CheckExact(lv) || PyList_GET_SIZE(lv) < 2)
+            return 0;
+        int rc = pair_into(out, s, PyList_GET_ITEM(lv, 0), PyList_GET_ITEM(lv, 1));
+        if (rc <= 0)
+            return rc;
+    }
+    return 1;
+}
+
+PyDoc_STRVAR(okx_frame_doc,
+"okx_frame(handler, msg, rts) -> list | None: an OKX books update (one book in the frame),\n"
+"as OkxHandler._on_message; None (nothing changed) for anything else.");
+
+static PyObject *okx_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("okx_frame", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *msg = args[1], *rts = args[2];
+    if (!PyDict_CheckExact(msg))
+        Py_RETURN_NONE;
+    int ev = PyDict_Contains(msg, fm_event);
+    if (ev != 0)
+        return ev < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *data = PyDict_GetItemWithError(msg, fm_data);
+    PyObject *arg = data == NULL ? NULL : PyDict_GetItemWithError(msg, fm_arg);
+    PyObject *action = arg == NULL ? NULL : PyDict_GetItemWithError(msg, fk_action);
+    if (action == NULL || PyErr_Occurred())
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if (!PyList_CheckExact(data) || PyList_GET_SIZE(data) != 1 || !PyDict_CheckExact(arg) ||
+        !text_is(action, "update"))
+        Py_RETURN_NONE;
+    PyObject *dd = PyList_GET_ITEM(data, 0);
+    PyObject *channel = PyDict_GetItemWithError(arg, fm_channel);
+    PyObject *inst = channel == NULL ? NULL : PyDict_GetItemWithError(arg, fm_inst_id);
+    if (inst == NULL || !starts_with(channel, "books") || !PyDict_CheckExact(dd))
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *ts_text = PyDict_GetItemWithError(dd, fk_ts);
+    PyObject *check = ts_text == NULL ? NULL : PyDict_GetItemWithError(dd, fk_checksum);
+    PyObject *seq_id = PyErr_Occurred() ? NULL : PyDict_GetItemWithError(dd, fm_seq_id);
+    if (ts_text == NULL || PyErr_Occurred())
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    long long ts, ck = 0, seq, prev;
+    if (!digits_of(ts_text, 13, &ts))
+        Py_RETURN_NONE;
+    /* checksum = data.get("checksum") or None */
+    if (check != NULL && !int_in(check, -MAX_INT_LL, MAX_INT_LL, &ck))
+        Py_RETURN_NONE;
+    if (ck == 0)
+        check = NULL;
+    int numbered = seq_id == NULL || seq_id == Py_None;
+    PyObject *prev_id = NULL;
+    if (!numbered) {
+        prev_id = PyDict_GetItemWithError(dd, fm_prev_seq_id);
+        if (!int_in(seq_id, 0, MAX_INT_LL, &seq) || !int_in(prev_id, 0, MAX_INT_LL, &prev))
+            return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
+        goto done;
+    PyObject *braw = PyDict_GetItemWithError(dd, fk_bids);
+    PyObject *araw = PyErr_Occurred() ? NULL : PyDict_GetItemWithError(dd, fk_asks);
+    if (PyErr_Occurred())
+        goto done;
+    int rc = okx_levels(braw, bids, &lb);
+    if (rc > 0)
+        rc = okx_levels(araw, asks, &la);
+    if (rc < 0)
+        goto done;
+    if (rc == 0 || (!numbered && seq == prev && lb.n == 0 && la.n == 0))
+        goto python; /* odd levels; or an empty update that repeats its number: ignored */
+    if ((sym = symbol_of(fo_to_symbol, inst)) == NULL || (book = synced_book(h, sym)) == NULL)
+        goto python;
+    if (numbered) {
+        PyObject *bseq = PyObject_GetAttr(book, fk_seq);
+        int plain = int_in(bseq, LLONG_MIN, LLONG_MAX, &prev);
+        Py_XDECREF(bseq);
+        if (!plain || !next_number(h, sym, &seq))
+            goto python;
+    }
+    if (!key_valid(h, sym) || !book_ready(book, seq, prev, 1))
+        goto python;
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || (numbered && store_number(h, sym, seq) < 0))
+        goto done;
+    PyObject *d = commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, check, &lb, &la);
+    if (d == NULL)
+        goto done;
+    if (check == NULL) {
+        out = list_of(d);
+        goto done;
+    }
+    PyObject *crc = book_checksum(book, 1);
+    out = crc == NULL ? NULL : checksum_step(h, sym, d, crc, check, numbered);
+    Py_DECREF(d);
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    Py_XDECREF(ts_o);
+    return out;
+}
+
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
 
@@ -1758,6 +3094,13 @@ static PyMethodDef methods[] = {
     {"side_top", (PyCFunction)(void (*)(void))side_top, METH_FASTCALL, side_top_doc},
     {"kraken_crc", (PyCFunction)(void (*)(void))kraken_crc, METH_FASTCALL, kraken_crc_doc},
     {"okx_crc", (PyCFunction)(void (*)(void))okx_crc, METH_FASTCALL, okx_crc_doc},
+    {"frames_set", (PyCFunction)(void (*)(void))frames_set, METH_FASTCALL, frames_set_doc},
+    {"kraken_frame", (PyCFunction)(void (*)(void))kraken_frame, METH_FASTCALL, kraken_frame_doc},
+    {"coinbase_frame", (PyCFunction)(void (*)(void))coinbase_frame, METH_FASTCALL,
+     coinbase_frame_doc},
+    {"binance_frame", (PyCFunction)(void (*)(void))binance_frame, METH_FASTCALL,
+     binance_frame_doc},
+    {"okx_frame", (PyCFunction)(void (*)(void))okx_frame, METH_FASTCALL, okx_frame_doc},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1776,7 +3119,7 @@ PyMODINIT_FUNC PyInit__native(void)
                                 "000000000000000000000000000000000000000000000000000000000000",
                                 NULL, 10); /* 10**120: far above any price, far below str()'s limit */
     if (s_buy == NULL || s_sell == NULL || zero == NULL || fmt_big == NULL || intern_names() < 0 ||
-        intern_candle_names() < 0)
+        intern_candle_names() < 0 || intern_frame_names() < 0)
         return NULL;
     return PyModule_Create(&module);
 }

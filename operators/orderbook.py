@@ -529,3 +529,8 @@ class BookState:
         return [self._emit(self.last_ts)] if self.pending else []
 
     settle = flush  # the end of the input for now (a live run's): the same, nothing ends
+
+
+if _native is not None:  # the feed handlers' compiled book frames apply events to these
+    _native.frames_set("Book", Book)
+    _native.frames_set("Side", _Side)

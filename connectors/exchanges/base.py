@@ -40,6 +40,7 @@ from operators.events import (
     MAX_TS,
     BookEvent,
     DeadLetter,
+    _native,
     book_levels,
     decode_obj,
     encode_book_event,
@@ -173,6 +174,10 @@ class Handler:
 
     # The frame parser: a handler whose numbers must stay text (Kraken v2) gives its own.
     _loads: Callable[[str | bytes], Any] = staticmethod(orjson.loads)
+    # The compiled path of the exchange's plain book update (``operators/_native.c``, "book
+    # frames"), where built: ``(handler, msg, rts) -> events``, or ``None`` with nothing changed
+    # for any other frame, which ``_on_message`` (the reference) then takes.
+    _fast: Callable[[Any, Any, int], list[dict[str, Any]] | None] | None = None
 
     def on_frame(self, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
         """One WebSocket frame received at ``rts`` (ms) -> canonical events and dead letters."""
@@ -183,6 +188,10 @@ class Handler:
         except (ValueError, RecursionError) as e:  # bad JSON or UTF-8 (ValueErrors), nesting
             return [self._dead(f"malformed JSON: {e}")]
         try:
+            if self._fast is not None:
+                fast = self._fast(self, msg, rts)
+                if fast is not None:
+                    return fast
             out = self._on_message(msg, rts)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
                 RecursionError) as e:  # garbage in any field: a dead letter, never a crash
@@ -332,3 +341,8 @@ class Handler:
 def levels2(levels: list[list[Any]]) -> list[list[Any]]:
     """``[[px, qty], ...]`` from levels carrying extra fields (orders count, timestamps)."""
     return [lv[:2] for lv in levels]
+
+
+if _native is not None:  # what the compiled book frames call back (see Handler._fast)
+    _native.frames_set("valid_key", valid_key)
+    _native.frames_set("to_symbol", to_symbol)

@@ -28,6 +28,7 @@ from typing import Any
 import orjson
 
 from connectors.exchanges.base import Handler, to_symbol
+from operators.events import _native
 
 __all__ = ["BinanceFuturesHandler", "BinanceHandler"]
 
@@ -46,6 +47,7 @@ class BinanceHandler(Handler):
     """Binance spot (``futures = False``) combined-stream handler."""
 
     exchange = "binance"
+    _fast = None if _native is None else staticmethod(_native.binance_frame)
     futures = False
     snapshot_path = "/api/v3/depth"
     depth_stream = "depth@100ms"

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from connectors.exchanges.base import Handler, iso_to_ms, to_symbol
+from operators.events import _native
 
 __all__ = ["CoinbaseHandler"]
 
@@ -29,6 +30,7 @@ class CoinbaseHandler(Handler):
     """Coinbase Exchange (``ws-feed``) and Advanced Trade market data, by message shape."""
 
     exchange = "coinbase"
+    _fast = None if _native is None else staticmethod(_native.coinbase_frame)
 
     def __init__(self, api: str = "exchange") -> None:
         super().__init__()

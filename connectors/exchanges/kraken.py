@@ -76,6 +76,7 @@ class KrakenHandler(Handler):
     """Kraken v1 public feed (one connection, many pairs)."""
 
     exchange = "kraken"
+    _fast = None if _native is None else staticmethod(_native.kraken_frame)
 
     def __init__(self, depth: int = 1000) -> None:
         super().__init__()
@@ -217,6 +218,11 @@ def kraken_v2_checksum(asks: Sequence[Sequence[str]], bids: Sequence[Sequence[st
     """CRC32 of the top 10 asks then bids, each number printed at the instrument's precision."""
     return kraken_checksum([(at_precision(p, price_dp), at_precision(q, qty_dp)) for p, q in asks],
                            [(at_precision(p, price_dp), at_precision(q, qty_dp)) for p, q in bids])
+
+
+if _native is not None:
+    _native.frames_set("kraken_symbol", kraken_symbol)
+    _native.frames_set("kraken_checksum_py", kraken_checksum_py)
 
 
 class KrakenV2Handler(Handler):

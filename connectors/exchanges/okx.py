@@ -46,10 +46,15 @@ def okx_checksum_py(bids: Sequence[Sequence[str]], asks: Sequence[Sequence[str]]
     return crc32_signed(":".join(parts))
 
 
+if _native is not None:
+    _native.frames_set("okx_checksum_py", okx_checksum_py)
+
+
 class OkxHandler(Handler):
     """OKX public WebSocket (``/ws/v5/public``)."""
 
     exchange = "okx"
+    _fast = None if _native is None else staticmethod(_native.okx_frame)
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
         args = [{"channel": c, "instId": s} for s in symbols for c in ("books", "trades")]
