@@ -1786,7 +1786,9 @@ static PyObject *top_index(PyObject *self, PyObject *counts)
  * Python stays the reference (and the pure-Python build's); tests/test_frames.py compares the two
  * after every frame (events, stats, books, numbering) on the recordings and on generated frames.
  * Python objects these need (the Book type, valid_key, the symbol functions, the checksums'
- * references) are registered by the handlers' modules with frames_set(name, object). */
+ * references) are registered by the handlers' modules with frames_set(name, object).
+ * The frame's parts are borrowed from msg across those callbacks: msg is the handler's fresh
+ * decode, which no callback can reach, so nothing can free them meanwhile. */
 static PyObject *fv_one, *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken_symbol, *fo_kraken_py,
     *fo_okx_py;
 static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq, *fk_prev_seq,
@@ -1851,6 +1853,7 @@ static int slot_offsets(PyObject *type, int first, int last)
         if (descr == NULL)
             return -1;
         int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                 PyType_IsSubtype((PyTypeObject *)type, PyDescr_TYPE(descr)) &&
                  ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
         if (ok)
             slot_off[k] = ((PyMemberDescrObject *)descr)->d_member->offset;
@@ -1899,6 +1902,18 @@ static PyObject *frames_set(PyObject *self, PyObject *const *args, Py_ssize_t na
     return NULL;
 }
 
+/* A callback's ordinary exception cleared (the Python path will meet it again and word it);
+ * 0, or -1 where it is not ordinary (KeyboardInterrupt, MemoryError...: it must propagate). */
+static int clear_ordinary(void)
+{
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    if (PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_MemoryError))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
 static int plain_ascii(PyObject *t)
 {
     return PyUnicode_CheckExact(t) && PyUnicode_IS_COMPACT_ASCII(t);
@@ -1906,7 +1921,9 @@ static int plain_ascii(PyObject *t)
 
 static int text_is(PyObject *t, const char *lit)
 {
-    return plain_ascii(t) && strcmp((const char *)PyUnicode_DATA(t), lit) == 0;
+    size_t n = strlen(lit); /* a length too: JSON text may hold a NUL */
+    return plain_ascii(t) && (size_t)PyUnicode_GET_LENGTH(t) == n &&
+           memcmp(PyUnicode_DATA(t), lit, n) == 0;
 }
 
 static int starts_with(PyObject *t, const char *lit)
@@ -2170,7 +2187,7 @@ static PyObject *synced_book(PyObject *h, PyObject *sym)
 done:
     Py_XDECREF(books);
     Py_XDECREF(unsynced);
-    PyErr_Clear();
+    clear_ordinary();
     return book;
 }
 
@@ -2191,7 +2208,7 @@ static int next_number(PyObject *h, PyObject *sym, long long *out)
     }
     Py_XDECREF(seqs);
     Py_XDECREF(cur);
-    PyErr_Clear();
+    clear_ordinary();
     return ok;
 }
 
@@ -2206,7 +2223,7 @@ static int book_ready(PyObject *book, long long seq, long long prev, int has_pre
     PyObject *ml = SLOT(book, B_MAX_LEVELS), *st = SLOT(book, B_STATUS);
     PyObject *bids = SLOT(book, B_BIDS), *asks = SLOT(book, B_ASKS);
     long long m, b;
-    return ml != NULL && int_in(ml, 0, 0, &m) && int_in(SLOT(book, B_SEQ), LLONG_MIN, LLONG_MAX, &b) &&
+    return ml != NULL && int_in(ml, 0, 0, &m) && int_in(SLOT(book, B_SEQ), 0, LLONG_MAX, &b) &&
            st != NULL && PyUnicode_CheckExact(st) && PyUnicode_Compare(st, fv_stale) != 0 &&
            seq > b && (!has_prev || prev == b) && bids != NULL && asks != NULL &&
            Py_TYPE(bids) == (PyTypeObject *)fo_side_type &&
@@ -2216,12 +2233,14 @@ static int book_ready(PyObject *book, long long seq, long long prev, int has_pre
 /* A _Side's levels and head, checked (borrowed): 0, or -1 with an exception. */
 static int side_fields(PyObject *side, PyObject **d, PyObject **head)
 {
-    *d = SLOT(side, S_LEVELS);
-    *head = SLOT(side, S_HEAD);
-    if (*d == NULL || *head == NULL || !PyDict_CheckExact(*d) || !PyList_CheckExact(*head)) {
+    PyObject *levels = SLOT(side, S_LEVELS), *keys = SLOT(side, S_HEAD);
+    *d = *head = NULL;
+    if (levels == NULL || keys == NULL || !PyDict_CheckExact(levels) || !PyList_CheckExact(keys)) {
         PyErr_SetString(PyExc_TypeError, "a book side holds a dict and a list");
         return -1;
     }
+    *d = levels;
+    *head = keys;
     return 0;
 }
 
@@ -2359,7 +2378,7 @@ static int key_valid(PyObject *h, PyObject *sym)
     int ok = r == Py_True;
     Py_XDECREF(ex);
     Py_XDECREF(r);
-    PyErr_Clear();
+    clear_ordinary();
     return ok;
 }
 
@@ -2372,7 +2391,7 @@ static PyObject *symbol_of(PyObject *fn, PyObject *native)
     PyObject *sym = answer(fn, native, NULL);
     if (sym == NULL || !PyUnicode_CheckExact(sym)) {
         Py_XDECREF(sym);
-        PyErr_Clear();
+        clear_ordinary();
         return NULL;
     }
     return sym;
@@ -2631,8 +2650,7 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
         depth_o = PyObject_GetAttr(h, fa_depth);
         if (!int_in(depth_o, LLONG_MIN, LLONG_MAX, &depth)) {
             Py_XDECREF(depth_o);
-            PyErr_Clear();
-            Py_RETURN_NONE;
+            return clear_ordinary() < 0 ? NULL : Py_NewRef(Py_None);
         }
     }
     PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
@@ -2689,7 +2707,8 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (!digits_of(check, 18, &ck) || (ck_o = PyLong_FromLongLong(ck)) == NULL)
             goto python_or_error;
     }
-    if (ts > MAX_TS_LL || !key_valid(h, sym) || !next_number(h, sym, &seq) ||
+    if (ts > MAX_TS_LL || fo_kraken_py == NULL || !key_valid(h, sym) ||
+        !next_number(h, sym, &seq) ||
         !book_ready(book, seq, 0, 0))
         goto python;
     long long prev;
@@ -2702,7 +2721,9 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (d == NULL)
         goto done;
     for (int side = 0; side < 2; side++) { /* _truncate: cut to the subscribed depth */
-        PyObject *lv = SLOT(SLOT(book, side ? B_ASKS : B_BIDS), S_LEVELS);
+        PyObject *sd = SLOT(book, side ? B_ASKS : B_BIDS), *lv = NULL;
+        if (sd != NULL && Py_TYPE(sd) == (PyTypeObject *)fo_side_type)
+            lv = SLOT(sd, S_LEVELS);
         if (lv != NULL && PyDict_CheckExact(lv) && PyDict_GET_SIZE(lv) <= depth)
             continue;
         PyObject *r = PyObject_CallMethodObjArgs(h, fa_truncate, book, d, depth_o, NULL);
@@ -2722,10 +2743,9 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_DECREF(d);
     goto done;
 python_or_error:
-    if (PyErr_Occurred())
-        goto done;
 python:
-    out = Py_NewRef(Py_None);
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
 done:
     lvs_free(&lb);
     lvs_free(&la);
@@ -2763,7 +2783,7 @@ static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     long long ts, seq, prev;
     if (!text_is(kind, "l2update") || !PyList_CheckExact(changes) || !iso_ms(time, &ts) ||
-        ts > MAX_TS_LL)
+        ts < 0 || ts > MAX_TS_LL)
         Py_RETURN_NONE;
     PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
     Lvs lb, la;
@@ -2883,7 +2903,7 @@ static PyObject *binance_frame(PyObject *self, PyObject *const *args, Py_ssize_t
     if ((sym = symbol_of(fo_to_symbol, s)) == NULL)
         goto python;
     if ((sync = PyObject_GetAttr(h, fa_sync)) == NULL || !PyDict_CheckExact(sync)) {
-        PyErr_Clear();
+        clear_ordinary();
         goto python;
     }
     if ((st = PyDict_GetItemWithError(sync, sym)) == NULL)
@@ -3046,7 +3066,7 @@ static PyObject *okx_frame(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (!plain || !next_number(h, sym, &seq))
             goto python;
     }
-    if (!key_valid(h, sym) || !book_ready(book, seq, prev, 1))
+    if (fo_okx_py == NULL || !key_valid(h, sym) || !book_ready(book, seq, prev, 1))
         goto python;
     if ((ts_o = PyLong_FromLongLong(ts)) == NULL || (numbered && store_number(h, sym, seq) < 0))
         goto done;

@@ -290,6 +290,22 @@ def _okx_repeated_seq_id(msg: Any, h: Handler) -> None:
     msg["data"][0].update(seqId=seq, prevSeqId=seq, bids=[], asks=[])  # a heartbeat: ignored
 
 
+def _nul_in_names(msg: Any, h: Handler) -> None:
+    """A word with a NUL after it is another word (JSON may carry one)."""
+    if "changes" in msg:
+        msg["type"] = "l2update\u0000x"
+    else:
+        msg.get("data", msg)["e"] = "depthUpdate\u0000"
+
+
+def _nul_in_side(msg: Any, h: Handler) -> None:
+    msg["changes"] = [["buy\u0000", c[1], c[2]] for c in msg["changes"]]
+
+
+def _before_1970(msg: Any, h: Handler) -> None:
+    msg["time"] = "1969-12-31T23:59:59.000Z"  # a negative ts: a dead letter
+
+
 def _stale(msg: Any, h: Handler) -> None:
     h.books[_book_sym(h, msg)].status = "stale"
 
@@ -299,6 +315,8 @@ CRAFTED = [
     ("binance", _crossing_bid), ("binance_futures", _crossing_bid), ("coinbase", _crossing_bid),
     ("kraken", _crossing_bid), ("okx", _crossing_bid), ("okx", _checksum_zero),
     ("okx", _okx_seq_ids), ("okx", _okx_seq_ids_bad_checksum), ("okx", _okx_repeated_seq_id),
+    ("coinbase", _nul_in_names), ("binance", _nul_in_names), ("coinbase", _nul_in_side),
+    ("coinbase", _before_1970),
     ("binance", _stale), ("coinbase", _stale), ("kraken", _stale), ("okx", _stale),
 ]
 
