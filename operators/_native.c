@@ -1799,7 +1799,7 @@ static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq,
     *fs_book_events, *fs_events, *fs_crossed, *fs_resyncs, *fs_checksum_ok, *fm_b, *fm_a, *fm_c,
     *fm_as, *fm_bs, *fm_channel, *fm_l2update, *fm_product_id, *fm_changes, *fm_time,
     *fm_last_update_id, *fm_stream, *fm_data, *fm_e, *fm_depth_update, *fm_U, *fm_u, *fm_E, *fm_pu,
-    *fm_s, *fm_event, *fm_arg, *fm_inst_id, *fm_seq_id, *fm_prev_seq_id, *fm_update;
+    *fm_s, *fm_event, *fm_arg, *fm_inst_id, *fm_seq_id, *fm_prev_seq_id, *fm_update, *fm_topic;
 
 static int intern_frame_names(void)
 {
@@ -1823,7 +1823,7 @@ static int intern_frame_names(void)
         {&fm_data, "data"}, {&fm_e, "e"}, {&fm_depth_update, "depthUpdate"}, {&fm_U, "U"},
         {&fm_u, "u"}, {&fm_E, "E"}, {&fm_pu, "pu"}, {&fm_s, "s"}, {&fm_event, "event"},
         {&fm_arg, "arg"}, {&fm_inst_id, "instId"}, {&fm_seq_id, "seqId"},
-        {&fm_prev_seq_id, "prevSeqId"}, {&fm_update, "update"},
+        {&fm_prev_seq_id, "prevSeqId"}, {&fm_update, "update"}, {&fm_topic, "topic"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].p = PyUnicode_InternFromString(names[i].s)) == NULL)
@@ -2141,6 +2141,18 @@ static int pair_into(PyObject *out, Lvs *s, PyObject *px, PyObject *qty)
 /* stats[name] += 1 */
 static int stat_inc(PyObject *stats, PyObject *name)
 {
+    if (PyDict_CheckExact(stats)) { /* the handlers' stats: a dict of ints */
+        PyObject *cur = PyDict_GetItemWithError(stats, name);
+        long long n;
+        if (cur != NULL && int_in(cur, LLONG_MIN, LLONG_MAX - 1, &n)) {
+            PyObject *next = PyLong_FromLongLong(n + 1);
+            int rc = next == NULL ? -1 : PyDict_SetItem(stats, name, next);
+            Py_XDECREF(next);
+            return rc;
+        }
+        if (PyErr_Occurred())
+            return -1;
+    }
     PyObject *v = PyObject_GetItem(stats, name);
     if (v == NULL)
         return -1;
@@ -2291,6 +2303,29 @@ static PyObject *side_best(PyObject *side, int bid)
     return PyObject_CallMethodNoArgs(side, fa_best);
 }
 
+/* A new book update dict with its keys in canonical order (from a template: building it key by
+ * key resized it twice), values None until set; with a checksum key where checked. */
+static PyObject *event_templates[2];
+
+static PyObject *new_event(int checked)
+{
+    if (event_templates[checked] == NULL) {
+        PyObject *keys[] = {fk_type, fk_ex, fk_sym, fk_ts, fk_rts, fk_action, fk_seq,
+                            fk_prev_seq, fk_bids, fk_asks, fk_checksum};
+        PyObject *t = PyDict_New();
+        if (t == NULL)
+            return NULL;
+        for (int i = 0; i < 10 + checked; i++) {
+            if (PyDict_SetItem(t, keys[i], Py_None) < 0) {
+                Py_DECREF(t);
+                return NULL;
+            }
+        }
+        event_templates[checked] = t;
+    }
+    return PyDict_Copy(event_templates[checked]);
+}
+
 /* The rest of Handler._book_event and Book.apply once book_ready said "applied": the event
  * dict built (canonical key order), the levels applied, the book's seq and status set, the
  * counters moved. A new reference to the dict. */
@@ -2304,7 +2339,7 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
     int crossed;
     if ((ex = PyObject_GetAttr(h, fa_exchange)) == NULL ||
         (seq_o = PyLong_FromLongLong(seq)) == NULL ||
-        (prev_o = PyLong_FromLongLong(prev)) == NULL || (d = PyDict_New()) == NULL)
+        (prev_o = PyLong_FromLongLong(prev)) == NULL || (d = new_event(checksum != NULL)) == NULL)
         goto error;
     if (PyDict_SetItem(d, fk_type, fv_book) < 0 || PyDict_SetItem(d, fk_ex, ex) < 0 ||
         PyDict_SetItem(d, fk_sym, sym) < 0 || PyDict_SetItem(d, fk_ts, ts) < 0 ||
@@ -2345,25 +2380,40 @@ done:
  * tenth of a small frame): cleared when large, as the functions' own lru caches. */
 static PyObject *answers;
 
-/* answers[(fn, arg...)] or fn(*args), a new reference; NULL with an exception where fn raised. */
+/* table[key]: a dict made and stored there if missing (borrowed); NULL with an exception. */
+static PyObject *subtable(PyObject *table, PyObject *key)
+{
+    PyObject *sub = PyDict_GetItemWithError(table, key);
+    if (sub != NULL || PyErr_Occurred())
+        return sub;
+    if ((sub = PyDict_New()) == NULL)
+        return NULL;
+    int rc = PyDict_SetItem(table, key, sub);
+    Py_DECREF(sub); /* the table holds it */
+    return rc < 0 ? NULL : sub;
+}
+
+/* fn(a) or fn(a, b) (exact strs), answered from answers[fn][a] or answers[fn][a][b] when
+ * asked before: a new reference; NULL with an exception where fn raised (not kept). */
 static PyObject *answer(PyObject *fn, PyObject *a, PyObject *b)
 {
     if (answers == NULL && (answers = PyDict_New()) == NULL)
         return NULL;
-    PyObject *key = b == NULL ? PyTuple_Pack(2, fn, a) : PyTuple_Pack(3, fn, a, b);
-    if (key == NULL)
+    PyObject *table = subtable(answers, fn);
+    if (table != NULL && b != NULL)
+        table = subtable(table, a);
+    if (table == NULL)
         return NULL;
-    PyObject *r = PyDict_GetItemWithError(answers, key);
-    if (r != NULL || PyErr_Occurred()) {
-        Py_DECREF(key);
+    PyObject *key = b != NULL ? b : a, *r = PyDict_GetItemWithError(table, key);
+    if (r != NULL || PyErr_Occurred())
         return Py_XNewRef(r);
-    }
+    Py_INCREF(table); /* fn is Python code: hold what it could clear */
     r = PyObject_CallFunctionObjArgs(fn, a, b, NULL);
-    if (r != NULL && PyDict_GET_SIZE(answers) >= 4096)
-        PyDict_Clear(answers);
-    if (r != NULL && PyDict_SetItem(answers, key, r) < 0)
+    if (r != NULL && PyDict_GET_SIZE(table) >= 4096)
+        PyDict_Clear(table);
+    if (r != NULL && PyDict_SetItem(table, key, r) < 0)
         Py_CLEAR(r);
-    Py_DECREF(key);
+    Py_DECREF(table);
     return r;
 }
 
@@ -3095,6 +3145,61 @@ done:
     return out;
 }
 
+PyDoc_STRVAR(bybit_frame_doc,
+"bybit_frame(handler, msg, rts) -> list | None: a Bybit v5 orderbook delta, as\n"
+"BybitHandler._on_message; None (nothing changed) for anything else.");
+
+static PyObject *bybit_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("bybit_frame", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *msg = args[1], *rts = args[2];
+    if (!PyDict_CheckExact(msg))
+        Py_RETURN_NONE;
+    PyObject *topic = PyDict_GetItemWithError(msg, fm_topic);
+    PyObject *data = topic == NULL ? NULL : PyDict_GetItemWithError(msg, fm_data);
+    PyObject *kind = data == NULL ? NULL : PyDict_GetItemWithError(msg, fk_type);
+    PyObject *ts = kind == NULL ? NULL : PyDict_GetItemWithError(msg, fk_ts);
+    if (ts == NULL || !PyDict_CheckExact(data))
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    PyObject *s = PyDict_GetItemWithError(data, fm_s);
+    PyObject *u = s == NULL ? NULL : PyDict_GetItemWithError(data, fm_u);
+    PyObject *b = u == NULL ? NULL : PyDict_GetItemWithError(data, fm_b);
+    PyObject *a = b == NULL ? NULL : PyDict_GetItemWithError(data, fm_a);
+    if (a == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    long long seq, t;
+    if (!starts_with(topic, "orderbook.") || !text_is(kind, "delta") ||
+        !int_in(u, 1, MAX_INT_LL, &seq) || !int_in(ts, 0, MAX_TS_LL, &t))
+        Py_RETURN_NONE;
+    PyObject *sym = NULL, *book = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    if ((sym = symbol_of(fo_to_symbol, s)) == NULL || (book = synced_book(h, sym)) == NULL ||
+        !key_valid(h, sym) || !book_ready(book, seq, seq - 1, 1))
+        goto python;
+    int rc = levels_as_sent(b, &lb);
+    if (rc > 0)
+        rc = levels_as_sent(a, &la);
+    if (rc < 0)
+        goto done;
+    if (rc == 0)
+        goto python;
+    out = list_of(commit_update(h, book, sym, ts, rts, seq, seq - 1, b, a, NULL, &lb, &la));
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    return out;
+}
+
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");
 
@@ -3121,6 +3226,7 @@ static PyMethodDef methods[] = {
     {"binance_frame", (PyCFunction)(void (*)(void))binance_frame, METH_FASTCALL,
      binance_frame_doc},
     {"okx_frame", (PyCFunction)(void (*)(void))okx_frame, METH_FASTCALL, okx_frame_doc},
+    {"bybit_frame", (PyCFunction)(void (*)(void))bybit_frame, METH_FASTCALL, bybit_frame_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,6 +32,7 @@ RECORDINGS = [
     ("coinbase", "cryptofeed/COINBASE.ws.28.0"),
     ("kraken", "cryptofeed/KRAKEN.ws.50.0"),
     ("okx", "cryptofeed/OKX.ws.1.0"),
+    ("bybit", "nautilus_trader/xrpusdt-ob500.data.zip"),
 ]
 FAST = [ex for ex, _ in RECORDINGS]
 
@@ -107,7 +108,7 @@ def test_recording_frame_by_frame(exchange: str, name: str) -> None:
     for i, fr in enumerate(frames):
         assert_same(fast, ref, fr, None, i, full=i % 500 == 0 or i == len(frames) - 1)
     books = fast.stats["book_events"] - fast.stats["snapshots"]
-    assert books > 100 and taken >= 0.9 * books, (taken, books)
+    assert books > 40 and taken >= 0.9 * books, (taken, books)
 
 
 ODD: list[Any] = [None, True, False, 0, 1, -1, 2**63, 2**64 + 1, 1.5, "", "abc", "0", "-1",
@@ -149,7 +150,8 @@ def _mutate(raw: str, where: int, odd: int, remove: bool) -> str | None:
 
 
 step = st.tuples(
-    st.sampled_from(["same", "same", "same", "skip", "again", "swap", "odd", "odd", "remove"]),
+    st.sampled_from(["same", "same", "same", "skip", "again", "swap", "odd", "odd", "remove",
+                     "cut"]),
     st.integers(0, 10**6), st.integers(0, len(ODD) - 1))
 
 
@@ -185,6 +187,8 @@ def test_generated_streams(exchange: str, steps: list[tuple[str, int, int]], sta
             continue
         if op in ("odd", "remove"):
             raw = _mutate(fr.raw, where, odd, op == "remove")
+        elif op == "cut":  # malformed JSON
+            raw = fr.raw[: where % max(1, len(fr.raw))]
         assert_same(fast, ref, fr, raw, n, full=n == len(steps) - 1)
         if op != "again":
             i += 1
@@ -226,7 +230,7 @@ def _first_update(exchange: str, fast: Handler, ref: Handler) -> tuple[int, Fram
     assert compiled is not None
     probe = HANDLERS[exchange]()
     for i, fr in enumerate(frames):
-        if i > 50 and fr.kind != "rest":
+        if i > min(50, len(frames) // 2) and fr.kind != "rest":
             msg = orjson.loads(fr.raw)
             state = copy.deepcopy(fast)
             if compiled(state, msg, fr.rts) is not None:
@@ -318,6 +322,7 @@ CRAFTED = [
     ("coinbase", _nul_in_names), ("binance", _nul_in_names), ("coinbase", _nul_in_side),
     ("coinbase", _before_1970),
     ("binance", _stale), ("coinbase", _stale), ("kraken", _stale), ("okx", _stale),
+    ("bybit", _crossing_bid), ("bybit", _stale),
 ]
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from connectors.exchanges.base import Handler, to_symbol
+from operators.events import _native
 
 __all__ = ["BybitHandler"]
 
@@ -22,6 +23,7 @@ class BybitHandler(Handler):
     """Bybit v5 public stream (spot or linear: the same messages)."""
 
     exchange = "bybit"
+    _fast = None if _native is None else staticmethod(_native.bybit_frame)
 
     def __init__(self, depth: int = 500) -> None:
         super().__init__()
