@@ -21,7 +21,6 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h> /* PyMemberDef: the slots of Book and _Side */
 #include <limits.h>
 #include <stdint.h>
 #include <string.h>
@@ -1789,6 +1788,7 @@ static PyObject *top_index(PyObject *self, PyObject *counts)
  * references) are registered by the handlers' modules with frames_set(name, object).
  * The frame's parts are borrowed from msg across those callbacks: msg is the handler's fresh
  * decode, which no callback can reach, so nothing can free them meanwhile. */
+static PyObject *fv_applied, *fv_duplicate, *fv_gap, *fv_skipped, *fv_space;
 static PyObject *fv_one, *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken_symbol, *fo_kraken_py,
     *fo_okx_py;
 static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq, *fk_prev_seq,
@@ -1828,48 +1828,24 @@ static int intern_frame_names(void)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].p = PyUnicode_InternFromString(names[i].s)) == NULL)
             return -1;
+    struct { PyObject **p; const char *s; } values[] = {
+        {&fv_applied, "applied"}, {&fv_duplicate, "duplicate"}, {&fv_gap, "gap"},
+        {&fv_skipped, "skipped"}, {&fv_space, " "},
+    };
+    for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
+        if ((*values[i].p = PyUnicode_InternFromString(values[i].s)) == NULL)
+            return -1;
     return (fv_one = PyLong_FromLong(1)) == NULL ? -1 : 0;
 }
 
-/* Book and _Side keep their fields in __slots__: read and written here at their offsets (an
- * attribute lookup per field was a third of a frame), for objects of exactly those types. */
-enum { B_ASKS, B_BIDS, B_MAX_LEVELS, B_SEQ, B_STATUS, S_EDGE, S_HEAD, S_LEVELS, S_SIZE, NSLOTS };
-static const char *slot_names[NSLOTS] = {"asks", "bids", "max_levels", "seq", "status",
-                                         "edge", "head", "levels", "size"};
-static Py_ssize_t slot_off[NSLOTS];
-static PyObject *fo_side_type;
-#define SLOT(o, k) (*(PyObject **)((char *)(o) + slot_off[k])) /* borrowed; NULL when unset */
-
-static void slot_set(PyObject *o, int k, PyObject *v)
-{
-    Py_XSETREF(SLOT(o, k), Py_NewRef(v));
-}
-
-/* The offsets of type's slots [first, last]: 0, or -1 with an exception. */
-static int slot_offsets(PyObject *type, int first, int last)
-{
-    for (int k = first; k <= last; k++) {
-        PyObject *descr = PyObject_GetAttrString(type, slot_names[k]);
-        if (descr == NULL)
-            return -1;
-        int ok = Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
-                 PyType_IsSubtype((PyTypeObject *)type, PyDescr_TYPE(descr)) &&
-                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX;
-        if (ok)
-            slot_off[k] = ((PyMemberDescrObject *)descr)->d_member->offset;
-        Py_DECREF(descr);
-        if (!ok) {
-            PyErr_Format(PyExc_TypeError, "frames_set: %s is not an object slot", slot_names[k]);
-            return -1;
-        }
-    }
-    return 0;
-}
+static PyObject *fo_own; /* operators.orderbook._own: a quantity's (units, decimals) */
 
 PyDoc_STRVAR(frames_set_doc,
-"frames_set(name, obj) -> None: register a Python object the *_frame functions use: 'Book'\n"
-"and 'Side' (operators.orderbook's Book and _Side), 'valid_key', 'to_symbol',\n"
-"'kraken_symbol', 'kraken_checksum_py', 'okx_checksum_py'. A frame that needs one not registered is left to the Python.");
+"frames_set(name, obj) -> None: register a Python object the book frames and FeedBook use:\n"
+"'Book' (operators.orderbook.Book, what a FeedBook with a key beyond 128 bits becomes), 'own'\n"
+"(operators.orderbook._own, for FeedBook.levels), 'valid_key', 'to_symbol', 'kraken_symbol',\n"
+"'kraken_checksum_py', 'okx_checksum_py'. A frame that needs one not registered is left to\n"
+"the Python.");
 
 static PyObject *frames_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -1878,20 +1854,14 @@ static PyObject *frames_set(PyObject *self, PyObject *const *args, Py_ssize_t na
         return NULL;
     }
     struct { const char *name; PyObject **slot; } slots[] = {
-        {"Book", &fo_book_type}, {"Side", &fo_side_type}, {"valid_key", &fo_valid_key},
-        {"to_symbol", &fo_to_symbol},
-        {"kraken_symbol", &fo_kraken_symbol}, {"kraken_checksum_py", &fo_kraken_py},
-        {"okx_checksum_py", &fo_okx_py},
+        {"Book", &fo_book_type}, {"own", &fo_own}, {"valid_key", &fo_valid_key},
+        {"to_symbol", &fo_to_symbol}, {"kraken_symbol", &fo_kraken_symbol},
+        {"kraken_checksum_py", &fo_kraken_py}, {"okx_checksum_py", &fo_okx_py},
     };
     for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++) {
         if (PyUnicode_CompareWithASCIIString(args[0], slots[i].name) == 0) {
-            int book = slots[i].slot == &fo_book_type, side = slots[i].slot == &fo_side_type;
-            if ((book || side) && (!PyType_Check(args[1]) ||
-                                   slot_offsets(args[1], book ? B_ASKS : S_EDGE,
-                                                book ? B_STATUS : S_SIZE) < 0)) {
-                if (!PyErr_Occurred())
-                    PyErr_SetString(PyExc_TypeError, "frames_set: Book and Side are types");
-                Py_CLEAR(*slots[i].slot);
+            if (!PyCallable_Check(args[1])) {
+                PyErr_Format(PyExc_TypeError, "frames_set: %s must be callable", slots[i].name);
                 return NULL;
             }
             Py_XSETREF(*slots[i].slot, Py_NewRef(args[1]));
@@ -2064,7 +2034,8 @@ static int iso_ms(PyObject *t, long long *ms)
  * key), the strings (borrowed from the emitted event, which holds them) and whether the quantity
  * is non-zero. */
 typedef struct {
-    PyObject *key, *px, *qty;
+    unsigned __int128 k;
+    PyObject *px, *qty;
     int nonzero;
 } Lv;
 
@@ -2083,8 +2054,6 @@ static void lvs_init(Lvs *s)
 
 static void lvs_free(Lvs *s)
 {
-    for (Py_ssize_t i = 0; i < s->n; i++)
-        Py_DECREF(s->v[i].key);
     if (s->v != s->buf)
         PyMem_Free(s->v);
     lvs_init(s);
@@ -2113,10 +2082,7 @@ static int lvs_push(Lvs *s, PyObject *px, PyObject *qty)
         s->v = v;
         s->cap *= 2;
     }
-    PyObject *key = long_of(pu);
-    if (key == NULL)
-        return -1;
-    s->v[s->n].key = key;
+    s->v[s->n].k = pu;
     s->v[s->n].px = px;
     s->v[s->n].qty = qty;
     s->v[s->n].nonzero = qu != 0;
@@ -2137,6 +2103,551 @@ static int pair_into(PyObject *out, Lvs *s, PyObject *px, PyObject *qty)
     PyList_SET_ITEM(pair, 1, Py_NewRef(qty));
     return append_new(out, pair) < 0 ? -1 : 1;
 }
+
+/* -- FeedBook: a feed handler's own book, in C ------------------------------------------------
+ * operators.orderbook.Book keeps each side in a dict of int keys and (px, qty) tuples: after the
+ * book frames above went to C, that was most of what was left of a frame (the dict entries of a
+ * book of thousands of levels miss the caches, and a checksum looked up 20 to 50 of them). A
+ * FeedBook keeps each side as one array of (units, px, qty) sorted with the best level last (bids
+ * ascending, asks descending: updates land near the end, where inserting moves little). It is
+ * what the handlers with a compiled path keep (Handler._book_type); it answers Book's calls that
+ * they and their tests make (apply of snapshots and updates, seq, status, top, cut, best_bid,
+ * best_ask, crossed, depth, levels, __getstate__ in Book's form) with Book's results, which
+ * tests/test_frames.py checks on generated events. A key beyond 128 bits (a price of more than
+ * 38 digits: garbage, but one Book takes) turns it into a plain Book it then hands every call. */
+typedef struct {
+    unsigned __int128 k;
+    PyObject *px, *qty;
+} Entry;
+
+typedef struct {
+    Entry *v;
+    Py_ssize_t n, cap;
+} Row;
+
+typedef struct {
+    PyObject_HEAD
+    Row side[2]; /* 0 bids, 1 asks */
+    PyObject *seq, *status, *book; /* book: the plain Book it became, or NULL */
+} FeedBook;
+
+static PyTypeObject FeedBookType;
+
+static void row_clear(Row *r)
+{
+    for (Py_ssize_t i = 0; i < r->n; i++) {
+        Py_DECREF(r->v[i].px);
+        Py_DECREF(r->v[i].qty);
+    }
+    PyMem_Free(r->v);
+    r->v = NULL;
+    r->n = r->cap = 0;
+}
+
+/* Where k is or would go in a row (ascending for bids, descending for asks); *found. */
+static Py_ssize_t row_find(Row *r, unsigned __int128 k, int ask, int *found)
+{
+    Py_ssize_t lo = 0, hi = r->n;
+    if (hi > 0 && r->v[hi - 1].k == k) { /* the best level: the common case */
+        *found = 1;
+        return hi - 1;
+    }
+    while (lo < hi) {
+        Py_ssize_t mid = lo + (hi - lo) / 2;
+        unsigned __int128 m = r->v[mid].k;
+        if (m == k) {
+            *found = 1;
+            return mid;
+        }
+        if (ask ? m > k : m < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    *found = 0;
+    return lo;
+}
+
+/* One level set (qty zero: removed), as _Side.set does for each: 0, or -1 (no memory). */
+static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *px, PyObject *qty)
+{
+    int found;
+    Py_ssize_t i = row_find(r, k, ask, &found);
+    if (found) {
+        Entry *e = &r->v[i];
+        if (nonzero) {
+            Py_SETREF(e->px, Py_NewRef(px));
+            Py_SETREF(e->qty, Py_NewRef(qty));
+        } else {
+            PyObject *p = e->px, *q = e->qty;
+            memmove(e, e + 1, (size_t)(r->n - i - 1) * sizeof(Entry));
+            r->n--;
+            Py_DECREF(p);
+            Py_DECREF(q);
+        }
+        return 0;
+    }
+    if (!nonzero)
+        return 0;
+    if (r->n == r->cap) {
+        Py_ssize_t cap = r->cap ? 2 * r->cap : 64;
+        Entry *v = PyMem_Realloc(r->v, (size_t)cap * sizeof(Entry));
+        if (v == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->v = v;
+        r->cap = cap;
+    }
+    memmove(&r->v[i + 1], &r->v[i], (size_t)(r->n - i) * sizeof(Entry));
+    r->v[i].k = k;
+    r->v[i].px = Py_NewRef(px);
+    r->v[i].qty = Py_NewRef(qty);
+    r->n++;
+    return 0;
+}
+
+static int fb_crossed(FeedBook *b)
+{
+    Row *bids = &b->side[0], *asks = &b->side[1];
+    return bids->n > 0 && asks->n > 0 && bids->v[bids->n - 1].k >= asks->v[asks->n - 1].k;
+}
+
+static PyObject *fb_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    FeedBook *b = (FeedBook *)type->tp_alloc(type, 0);
+    if (b == NULL)
+        return NULL;
+    b->seq = Py_NewRef(Py_None);
+    b->status = Py_NewRef(fv_stale); /* until the first snapshot */
+    return (PyObject *)b;
+}
+
+static void fb_dealloc(FeedBook *b)
+{
+    row_clear(&b->side[0]);
+    row_clear(&b->side[1]);
+    Py_XDECREF(b->seq);
+    Py_XDECREF(b->status);
+    Py_XDECREF(b->book);
+    Py_TYPE(b)->tp_free((PyObject *)b);
+}
+
+/* "bids" 0, "asks" 1, else -1 with a ValueError. */
+static int side_index(PyObject *name)
+{
+    if (text_is(name, "bids"))
+        return 0;
+    if (text_is(name, "asks"))
+        return 1;
+    PyErr_Format(PyExc_ValueError, "side must be 'bids' or 'asks', not %R", name);
+    return -1;
+}
+
+/* The plain Book this one becomes (its levels, seq and status), from Book's own state form. */
+static PyObject *fb_getstate(FeedBook *b, PyObject *unused);
+
+static int become_book(FeedBook *b)
+{
+    PyObject *state = fb_getstate(b, NULL);
+    PyObject *book = state == NULL ? NULL : PyObject_CallNoArgs(fo_book_type);
+    PyObject *r = book == NULL ? NULL : PyObject_CallMethod(book, "__setstate__", "(O)", state);
+    Py_XDECREF(state);
+    if (r == NULL) {
+        Py_XDECREF(book);
+        return -1;
+    }
+    Py_DECREF(r);
+    row_clear(&b->side[0]);
+    row_clear(&b->side[1]);
+    b->book = book;
+    return 0;
+}
+
+/* Units of an exact int key >= 0 below 2**128: 1, else 0 (beyond: the caller hands over). */
+static int key_units(PyObject *key, unsigned __int128 *k)
+{
+    if (!PyLong_CheckExact(key) || _PyLong_Sign(key) < 0 || _PyLong_NumBits(key) > 128)
+        return 0;
+    unsigned char bytes[16];
+#if PY_VERSION_HEX >= 0x030D0000
+    if (PyLong_AsNativeBytes(key, bytes, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN |
+                                                 Py_ASNATIVEBYTES_UNSIGNED_BUFFER) < 0)
+        return 0;
+#else
+    if (_PyLong_AsByteArray((PyLongObject *)key, bytes, 16, 1, 0) < 0) {
+        PyErr_Clear();
+        return 0;
+    }
+#endif
+    unsigned __int128 v = 0;
+    for (int i = 15; i >= 0; i--)
+        v = (v << 8) | bytes[i];
+    *k = v;
+    return 1;
+}
+
+/* Book._Side.set of a BookEvent's levels ((key, px, qty units, qty) tuples) on side s:
+ * 1 done, 0 a key does not fit (nothing changed: the caller hands over), -1 error. */
+static int fb_set_levels(FeedBook *b, int s, PyObject *levels)
+{
+    if (!PyList_Check(levels) && !PyTuple_Check(levels)) {
+        PyErr_SetString(PyExc_TypeError, "levels must be a list of (key, px, qty units, qty)");
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(levels, "levels");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) { /* every key checked first: all or nothing */
+        PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
+        unsigned __int128 k;
+        if (!PyTuple_Check(lv) || PyTuple_GET_SIZE(lv) != 4) {
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_TypeError, "a level is a (key, px, qty units, qty) tuple");
+            return -1;
+        }
+        if (!key_units(PyTuple_GET_ITEM(lv, 0), &k)) {
+            Py_DECREF(seq);
+            return 0;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
+        unsigned __int128 k;
+        key_units(PyTuple_GET_ITEM(lv, 0), &k);
+        int nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2));
+        if (nonzero < 0 || row_set(&b->side[s], s, k, nonzero, PyTuple_GET_ITEM(lv, 1),
+                                   PyTuple_GET_ITEM(lv, 3)) < 0) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 1;
+}
+
+static int levels_fit(PyObject *levels)
+{
+    PyObject *seq = PySequence_Fast(levels, "levels");
+    if (seq == NULL)
+        return -1;
+    int fit = 1;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && fit; i++) {
+        PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
+        unsigned __int128 k;
+        fit = PyTuple_Check(lv) && PyTuple_GET_SIZE(lv) == 4 && key_units(PyTuple_GET_ITEM(lv, 0), &k);
+    }
+    Py_DECREF(seq);
+    return fit;
+}
+
+/* Book.apply, for the snapshots and updates a handler makes. */
+static PyObject *fb_apply(FeedBook *b, PyObject *e)
+{
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "apply", "(O)", e);
+    PyObject *action = PyObject_GetAttr(e, fk_action), *seq = NULL, *prev = NULL, *bids = NULL,
+             *asks = NULL, *out = NULL;
+    if (action == NULL || (seq = PyObject_GetAttr(e, fk_seq)) == NULL ||
+        (prev = PyObject_GetAttr(e, fk_prev_seq)) == NULL ||
+        (bids = PyObject_GetAttr(e, fk_bids)) == NULL ||
+        (asks = PyObject_GetAttr(e, fk_asks)) == NULL)
+        goto done;
+    int snap = text_is(action, "snapshot");
+    if (!snap && !text_is(action, "update")) {
+        PyErr_Format(PyExc_ValueError, "a feed handler's book takes snapshots and updates, not %R",
+                     action);
+        goto done;
+    }
+    int fit = levels_fit(bids);
+    if (fit > 0)
+        fit = levels_fit(asks);
+    if (fit < 0)
+        goto done;
+    if (!fit) { /* a key beyond 128 bits: a plain Book from here on */
+        if (become_book(b) == 0)
+            out = PyObject_CallMethod(b->book, "apply", "(O)", e);
+        goto done;
+    }
+    int newer = b->seq == Py_None ? 1 : PyObject_RichCompareBool(seq, b->seq, Py_GE);
+    if (newer < 0)
+        goto done;
+    if (snap && newer) {
+        row_clear(&b->side[0]);
+        row_clear(&b->side[1]);
+        if (fb_set_levels(b, 0, bids) < 0 || fb_set_levels(b, 1, asks) < 0)
+            goto done;
+        Py_SETREF(b->seq, Py_NewRef(seq));
+        Py_SETREF(b->status, Py_NewRef(fb_crossed(b) ? fv_crossed : fv_ok));
+        out = Py_NewRef(fv_applied);
+        goto done;
+    }
+    if (b->seq != Py_None) {
+        int le = PyObject_RichCompareBool(seq, b->seq, Py_LE);
+        if (le < 0)
+            goto done;
+        if (le) {
+            out = Py_NewRef(fv_duplicate);
+            goto done;
+        }
+    }
+    int stale = PyObject_RichCompareBool(b->status, fv_stale, Py_EQ);
+    if (stale < 0)
+        goto done;
+    if (stale) {
+        out = Py_NewRef(fv_skipped);
+        goto done;
+    }
+    if (prev != Py_None) {
+        int ne = PyObject_RichCompareBool(prev, b->seq, Py_NE);
+        if (ne < 0)
+            goto done;
+        if (ne) {
+            Py_SETREF(b->status, Py_NewRef(fv_stale));
+            out = Py_NewRef(fv_gap);
+            goto done;
+        }
+    }
+    if (fb_set_levels(b, 0, bids) < 0 || fb_set_levels(b, 1, asks) < 0)
+        goto done;
+    Py_SETREF(b->seq, Py_NewRef(seq));
+    Py_SETREF(b->status, Py_NewRef(fb_crossed(b) ? fv_crossed : fv_ok));
+    out = Py_NewRef(fv_applied);
+done:
+    Py_XDECREF(action);
+    Py_XDECREF(seq);
+    Py_XDECREF(prev);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    return out;
+}
+
+/* The best n levels of side s as (px, qty) tuples, best first. */
+static PyObject *row_top(Row *r, Py_ssize_t n)
+{
+    n = n < 0 ? 0 : (n > r->n ? r->n : n);
+    PyObject *out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        Entry *e = &r->v[r->n - 1 - i];
+        PyObject *t = PyTuple_Pack(2, e->px, e->qty);
+        if (t == NULL)
+            Py_CLEAR(out);
+        else
+            PyList_SET_ITEM(out, i, t);
+    }
+    return out;
+}
+
+static PyObject *fb_top(FeedBook *b, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "top(n, side)");
+        return NULL;
+    }
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "top", "(OO)", args[0], args[1]);
+    Py_ssize_t n = PyLong_AsSsize_t(args[0]);
+    int s = side_index(args[1]);
+    if ((n == -1 && PyErr_Occurred()) || s < 0)
+        return NULL;
+    return row_top(&b->side[s], n);
+}
+
+static PyObject *fb_cut(FeedBook *b, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "cut(side, depth)");
+        return NULL;
+    }
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "cut", "(OO)", args[0], args[1]);
+    int s = side_index(args[0]);
+    Py_ssize_t depth = PyLong_AsSsize_t(args[1]);
+    if (s < 0 || (depth == -1 && PyErr_Occurred()))
+        return NULL;
+    Row *r = &b->side[s];
+    Py_ssize_t extra = r->n - (depth < 0 ? 0 : depth);
+    if (extra <= 0)
+        return PyList_New(0);
+    PyObject *out = PyList_New(extra); /* the worst first: the row's start */
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < extra; i++) {
+        PyObject *t = PyTuple_Pack(2, r->v[i].px, r->v[i].qty);
+        if (t == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, t);
+    }
+    for (Py_ssize_t i = 0; i < extra; i++) {
+        Py_DECREF(r->v[i].px);
+        Py_DECREF(r->v[i].qty);
+    }
+    memmove(r->v, r->v + extra, (size_t)(r->n - extra) * sizeof(Entry));
+    r->n -= extra;
+    return out;
+}
+
+static PyObject *fb_best(FeedBook *b, int s)
+{
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, s ? "best_ask" : "best_bid", NULL);
+    Row *r = &b->side[s];
+    if (r->n == 0)
+        Py_RETURN_NONE;
+    return PyTuple_Pack(2, r->v[r->n - 1].px, r->v[r->n - 1].qty);
+}
+
+static PyObject *fb_best_bid(FeedBook *b, PyObject *unused) { return fb_best(b, 0); }
+static PyObject *fb_best_ask(FeedBook *b, PyObject *unused) { return fb_best(b, 1); }
+
+static PyObject *fb_crossed_m(FeedBook *b, PyObject *unused)
+{
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "crossed", NULL);
+    return PyBool_FromLong(fb_crossed(b));
+}
+
+static PyObject *fb_depth(FeedBook *b, PyObject *side)
+{
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "depth", "(O)", side);
+    int s = side_index(side);
+    return s < 0 ? NULL : PyLong_FromSsize_t(b->side[s].n);
+}
+
+/* Book.levels: every level, best first, as (px units, px, qty units, qty). */
+static PyObject *fb_levels(FeedBook *b, PyObject *side)
+{
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "levels", "(O)", side);
+    int s = side_index(side);
+    if (s < 0)
+        return NULL;
+    if (fo_own == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FeedBook.levels: 'own' is not registered");
+        return NULL;
+    }
+    Row *r = &b->side[s];
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t i = r->n - 1; out != NULL && i >= 0; i--) {
+        PyObject *k = long_of(r->v[i].k), *px = Py_NewRef(r->v[i].px), *q = Py_NewRef(r->v[i].qty);
+        PyObject *own = k == NULL ? NULL : PyObject_CallOneArg(fo_own, q);
+        PyObject *t = (own == NULL || !PyTuple_Check(own) || PyTuple_GET_SIZE(own) < 1) ? NULL
+                      : PyTuple_Pack(4, k, px, PyTuple_GET_ITEM(own, 0), q);
+        if (t == NULL || append_new(out, t) < 0) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "own(qty) must give (units, decimals)");
+            Py_CLEAR(out);
+        }
+        Py_XDECREF(k);
+        Py_DECREF(px);
+        Py_DECREF(q);
+        Py_XDECREF(own);
+        if (out != NULL && r->n <= i) /* only Python code in own can change the row */
+            break;
+    }
+    return out;
+}
+
+/* " ".join of one column (0 px, 1 qty) of a row, best first. */
+static PyObject *row_join(Row *r, int col)
+{
+    PyObject *parts = PyList_New(r->n);
+    for (Py_ssize_t i = 0; parts != NULL && i < r->n; i++) {
+        Entry *e = &r->v[r->n - 1 - i];
+        PyList_SET_ITEM(parts, i, Py_NewRef(col ? e->qty : e->px));
+    }
+    PyObject *out = parts == NULL ? NULL : PyUnicode_Join(fv_space, parts);
+    Py_XDECREF(parts);
+    return out;
+}
+
+/* Book.__getstate__'s form: the same tuple, so states compare and restore into a Book. */
+static PyObject *fb_getstate(FeedBook *b, PyObject *unused)
+{
+    if (b->book != NULL)
+        return PyObject_CallMethod(b->book, "__getstate__", NULL);
+    PyObject *bp = row_join(&b->side[0], 0), *bq = row_join(&b->side[0], 1);
+    PyObject *ap = row_join(&b->side[1], 0), *aq = row_join(&b->side[1], 1), *out = NULL;
+    if (bp != NULL && bq != NULL && ap != NULL && aq != NULL)
+        out = Py_BuildValue("(OOOOOOii)", bp, bq, ap, aq, b->seq, b->status, 0, 64);
+    Py_XDECREF(bp);
+    Py_XDECREF(bq);
+    Py_XDECREF(ap);
+    Py_XDECREF(aq);
+    return out;
+}
+
+static PyObject *fb_reduce(FeedBook *b, PyObject *unused)
+{
+    PyErr_SetString(PyExc_TypeError, "a FeedBook is not pickled (a handler re-snapshots)");
+    return NULL;
+}
+
+static PyObject *fb_get(FeedBook *b, void *which)
+{
+    const char *name = which;
+    if (b->book != NULL)
+        return PyObject_GetAttrString(b->book, name);
+    return Py_NewRef(name[1] == 'e' ? b->seq : b->status); /* "seq" / "status" */
+}
+
+static int fb_set(FeedBook *b, PyObject *v, void *which)
+{
+    const char *name = which;
+    if (v == NULL) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", name);
+        return -1;
+    }
+    if (b->book != NULL)
+        return PyObject_SetAttrString(b->book, name, v);
+    if (name[1] == 'e')
+        Py_SETREF(b->seq, Py_NewRef(v));
+    else
+        Py_SETREF(b->status, Py_NewRef(v));
+    return 0;
+}
+
+static PyObject *fb_max_levels(FeedBook *b, void *unused)
+{
+    return PyLong_FromLong(0);
+}
+
+static PyMethodDef fb_methods[] = {
+    {"apply", (PyCFunction)fb_apply, METH_O, "Book.apply (snapshots and updates)."},
+    {"top", (PyCFunction)(void (*)(void))fb_top, METH_FASTCALL, "Book.top(n, side)."},
+    {"cut", (PyCFunction)(void (*)(void))fb_cut, METH_FASTCALL, "Book.cut(side, depth)."},
+    {"best_bid", (PyCFunction)fb_best_bid, METH_NOARGS, "Book.best_bid()."},
+    {"best_ask", (PyCFunction)fb_best_ask, METH_NOARGS, "Book.best_ask()."},
+    {"crossed", (PyCFunction)fb_crossed_m, METH_NOARGS, "Book.crossed()."},
+    {"depth", (PyCFunction)fb_depth, METH_O, "Book.depth(side)."},
+    {"levels", (PyCFunction)fb_levels, METH_O, "Book.levels(side)."},
+    {"__getstate__", (PyCFunction)fb_getstate, METH_NOARGS, "Book.__getstate__'s form."},
+    {"__reduce__", (PyCFunction)fb_reduce, METH_NOARGS, "Not pickled."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef fb_getset[] = {
+    {"seq", (getter)fb_get, (setter)fb_set, "Book.seq", "seq"},
+    {"status", (getter)fb_get, (setter)fb_set, "Book.status", "status"},
+    {"max_levels", (getter)fb_max_levels, NULL, "always 0", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject FeedBookType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "operators._native.FeedBook",
+    .tp_basicsize = sizeof(FeedBook),
+    .tp_dealloc = (destructor)fb_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A feed handler's own order book in C (see _native.c, FeedBook).",
+    .tp_methods = fb_methods,
+    .tp_getset = fb_getset,
+    .tp_new = fb_new,
+};
 
 /* stats[name] += 1 */
 static int stat_inc(PyObject *stats, PyObject *name)
@@ -2173,7 +2684,7 @@ static int lose_sync(PyObject *h, PyObject *stats, PyObject *sym)
         return -1;
     int has = PySequence_Contains(unsynced, sym), rc = has < 0 ? -1 : 0;
     if (has == 0) {
-        PyObject *r = PyObject_CallMethod(unsynced, "add", "O", sym);
+        PyObject *r = PyObject_CallMethod(unsynced, "add", "(O)", sym);
         rc = (r == NULL || stat_inc(stats, fs_resyncs) < 0) ? -1 : 0;
         Py_XDECREF(r);
     }
@@ -2224,83 +2735,27 @@ static int next_number(PyObject *h, PyObject *sym, long long *out)
     return ok;
 }
 
-/* Whether Book.apply of an update (seq, prev_seq: prev, checked where has_prev) is sure to
- * answer "applied": book an exact Book with an int seq below seq (prev equal to it), not
- * stale, no max_levels, its sides exact _Sides. 1 yes, 0 the Python decides. */
+/* Whether FeedBook.apply of an update (seq, prev_seq: prev, checked where has_prev) is sure to
+ * answer "applied": book a FeedBook (not become a Book) with an int seq >= 0 below seq (prev
+ * equal to it), not stale. 1 yes, 0 the Python decides. */
 static int book_ready(PyObject *book, long long seq, long long prev, int has_prev)
 {
-    if (fo_book_type == NULL || fo_side_type == NULL ||
-        Py_TYPE(book) != (PyTypeObject *)fo_book_type)
+    if (Py_TYPE(book) != &FeedBookType || ((FeedBook *)book)->book != NULL)
         return 0;
-    PyObject *ml = SLOT(book, B_MAX_LEVELS), *st = SLOT(book, B_STATUS);
-    PyObject *bids = SLOT(book, B_BIDS), *asks = SLOT(book, B_ASKS);
-    long long m, b;
-    return ml != NULL && int_in(ml, 0, 0, &m) && int_in(SLOT(book, B_SEQ), 0, LLONG_MAX, &b) &&
-           st != NULL && PyUnicode_CheckExact(st) && PyUnicode_Compare(st, fv_stale) != 0 &&
-           seq > b && (!has_prev || prev == b) && bids != NULL && asks != NULL &&
-           Py_TYPE(bids) == (PyTypeObject *)fo_side_type &&
-           Py_TYPE(asks) == (PyTypeObject *)fo_side_type;
+    FeedBook *b = (FeedBook *)book;
+    long long cur;
+    return int_in(b->seq, 0, LLONG_MAX, &cur) && PyUnicode_CheckExact(b->status) &&
+           PyUnicode_Compare(b->status, fv_stale) != 0 && !PyErr_Occurred() && seq > cur &&
+           (!has_prev || prev == cur);
 }
 
-/* A _Side's levels and head, checked (borrowed): 0, or -1 with an exception. */
-static int side_fields(PyObject *side, PyObject **d, PyObject **head)
+/* An update's levels applied to a side of a ready FeedBook. */
+static int rows_set(FeedBook *b, int s, Lvs *l)
 {
-    PyObject *levels = SLOT(side, S_LEVELS), *keys = SLOT(side, S_HEAD);
-    *d = *head = NULL;
-    if (levels == NULL || keys == NULL || !PyDict_CheckExact(levels) || !PyList_CheckExact(keys)) {
-        PyErr_SetString(PyExc_TypeError, "a book side holds a dict and a list");
-        return -1;
-    }
-    *d = levels;
-    *head = keys;
+    for (Py_ssize_t i = 0; i < l->n; i++)
+        if (row_set(&b->side[s], s, l->v[i].k, l->v[i].nonzero, l->v[i].px, l->v[i].qty) < 0)
+            return -1;
     return 0;
-}
-
-/* _Side.set: the levels applied to one side, its head trimmed when it grew 4x too long. */
-static int side_set(PyObject *side, Lvs *s, int bid)
-{
-    if (s->n == 0) /* Book.apply: `if e.bids:` */
-        return 0;
-    PyObject *d, *head, *edge = SLOT(side, S_EDGE), *size = SLOT(side, S_SIZE);
-    if (side_fields(side, &d, &head) < 0)
-        return -1;
-    if (edge == NULL || size == NULL || !PyLong_CheckExact(edge)) {
-        PyErr_SetString(PyExc_TypeError, "a book side's edge and size are ints");
-        return -1;
-    }
-    /* held: the loop runs no Python code (exact int keys), but a reference costs nothing */
-    Py_INCREF(d);
-    Py_INCREF(head);
-    Py_INCREF(edge);
-    int rc = -1;
-    for (Py_ssize_t i = 0; i < s->n; i++)
-        if (set_one(d, head, edge, bid, s->v[i].key, s->v[i].nonzero, s->v[i].px,
-                    s->v[i].qty) < 0)
-            goto done;
-    Py_ssize_t most = PyLong_AsSsize_t(size);
-    if (most == -1 && PyErr_Occurred())
-        goto done;
-    if (PyList_GET_SIZE(head) > 4 * most) {
-        PyObject *r = PyObject_CallMethodNoArgs(side, fa_trim_head);
-        if (r == NULL)
-            goto done;
-        Py_DECREF(r);
-    }
-    rc = 0;
-done:
-    Py_DECREF(d);
-    Py_DECREF(head);
-    Py_DECREF(edge);
-    return rc;
-}
-
-/* _Side.best: a new reference (None for an empty side). */
-static PyObject *side_best(PyObject *side, int bid)
-{
-    PyObject *head = SLOT(side, S_HEAD);
-    if (head != NULL && PyList_CheckExact(head) && PyList_GET_SIZE(head) > 0)
-        return Py_NewRef(PyList_GET_ITEM(head, bid ? PyList_GET_SIZE(head) - 1 : 0));
-    return PyObject_CallMethodNoArgs(side, fa_best);
 }
 
 /* A new book update dict with its keys in canonical order (from a template: building it key by
@@ -2333,9 +2788,8 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
                                PyObject *rts, long long seq, long long prev, PyObject *bids,
                                PyObject *asks, PyObject *checksum, Lvs *lb, Lvs *la)
 {
-    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL, *b = NULL, *a = NULL,
-             *stats = NULL;
-    PyObject *bside = Py_NewRef(SLOT(book, B_BIDS)), *aside = Py_NewRef(SLOT(book, B_ASKS));
+    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL, *stats = NULL;
+    FeedBook *fb = (FeedBook *)book;
     int crossed;
     if ((ex = PyObject_GetAttr(h, fa_exchange)) == NULL ||
         (seq_o = PyLong_FromLongLong(seq)) == NULL ||
@@ -2348,15 +2802,13 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
         PyDict_SetItem(d, fk_bids, bids) < 0 || PyDict_SetItem(d, fk_asks, asks) < 0 ||
         (checksum != NULL && PyDict_SetItem(d, fk_checksum, checksum) < 0))
         goto error;
-    if (side_set(bside, lb, 1) < 0 || side_set(aside, la, 0) < 0)
+    if (rows_set(fb, 0, lb) < 0 || rows_set(fb, 1, la) < 0)
         goto error;
-    slot_set(book, B_SEQ, seq_o);
-    if ((b = side_best(bside, 1)) == NULL || (a = side_best(aside, 0)) == NULL)
+    Py_SETREF(fb->seq, Py_NewRef(seq_o));
+    crossed = fb_crossed(fb);
+    Py_SETREF(fb->status, Py_NewRef(crossed ? fv_crossed : fv_ok));
+    if ((stats = PyObject_GetAttr(h, fa_stats)) == NULL)
         goto error;
-    crossed = (b == Py_None || a == Py_None) ? 0 : PyObject_RichCompareBool(b, a, Py_GE);
-    if (crossed < 0 || (stats = PyObject_GetAttr(h, fa_stats)) == NULL)
-        goto error;
-    slot_set(book, B_STATUS, crossed ? fv_crossed : fv_ok);
     if (crossed && (stat_inc(stats, fs_crossed) < 0 || lose_sync(h, stats, sym) < 0))
         goto error;
     if (stat_inc(stats, fs_book_events) < 0 || stat_inc(stats, fs_events) < 0)
@@ -2368,10 +2820,6 @@ done:
     Py_XDECREF(ex);
     Py_XDECREF(seq_o);
     Py_XDECREF(prev_o);
-    Py_DECREF(bside);
-    Py_DECREF(aside);
-    Py_XDECREF(b);
-    Py_XDECREF(a);
     Py_XDECREF(stats);
     return d;
 }
@@ -2529,102 +2977,52 @@ static int crc_text_add(CrcText *t, PyObject *text, int digits)
     return 1;
 }
 
-/* A side's levels and head (new references), its head holding its best n keys (or all). */
-static int side_prep(PyObject *side, Py_ssize_t n, PyObject **d, PyObject **head)
+/* Level i (best first) of a row appended to t (separated by sep where sep and t is not empty):
+ * 1, 0 not a plain pair of strings. */
+static int crc_level(CrcText *t, Row *r, Py_ssize_t i, char sep, int digits)
 {
-    if (Py_TYPE(side) != (PyTypeObject *)fo_side_type) {
-        PyErr_SetString(PyExc_TypeError, "a book side is an operators.orderbook._Side");
-        return -1;
-    }
-    if (side_fields(side, d, head) < 0)
-        return -1;
-    if (PyList_GET_SIZE(*head) < n && PyList_GET_SIZE(*head) < PyDict_GET_SIZE(*d)) {
-        PyObject *r = PyObject_CallMethod(side, "sorted_at_least", "n", n);
-        if (r == NULL)
-            return -1;
-        Py_DECREF(r);
-        if (side_fields(side, d, head) < 0)
-            return -1;
-    }
-    Py_INCREF(*d);
-    Py_INCREF(*head);
-    return 0;
-}
-
-/* Level i (best first) of a prepared side as a (px, qty) pair, appended to t (separated by
- * sep where sep and t is not empty): 1, 0 not a plain pair of strings, -1 error. */
-static int crc_level(CrcText *t, PyObject *d, PyObject *head, int bid, Py_ssize_t i, char sep,
-                     int digits)
-{
-    Py_ssize_t size = PyList_GET_SIZE(head);
-    PyObject *key = Py_NewRef(PyList_GET_ITEM(head, bid ? size - 1 - i : i));
-    PyObject *v = PyDict_GetItemWithError(d, key); /* borrowed */
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_SetObject(PyExc_KeyError, key);
-    Py_DECREF(key);
-    if (v == NULL)
-        return -1;
-    if (PyList_GET_SIZE(head) != size || !PyTuple_CheckExact(v) || PyTuple_GET_SIZE(v) != 2)
-        return 0;
+    Entry *e = &r->v[r->n - 1 - i];
     if (sep && t->n)
         t->buf[t->n++] = (unsigned char)sep;
-    if (!crc_text_add(t, PyTuple_GET_ITEM(v, 0), digits))
+    if (!crc_text_add(t, e->px, digits))
         return 0;
     if (sep)
         t->buf[t->n++] = (unsigned char)sep;
-    return crc_text_add(t, PyTuple_GET_ITEM(v, 1), digits);
+    return crc_text_add(t, e->qty, digits);
 }
 
-/* The checksum of a book's top: Kraken's (okx 0: the best 10 asks then 10 bids, digits only,
- * unsigned) or OKX's (okx 1: 25 bids and asks interleaved, ':'-joined, signed), as
- * kraken_crc/okx_crc of the sides' top(n). A new reference; None where a level is not a plain
- * pair of strings (the caller asks the Python reference). */
+/* The checksum of a FeedBook's top: Kraken's (okx 0: the best 10 asks then 10 bids, digits
+ * only, unsigned) or OKX's (okx 1: 25 bids and asks interleaved, ':'-joined, signed), as
+ * kraken_crc/okx_crc of its top(n). A new reference; None where a level is not a plain pair of
+ * strings (the caller asks the Python reference). */
 static PyObject *book_crc(PyObject *book, int okx)
 {
+    FeedBook *b = (FeedBook *)book;
+    Row *bids = &b->side[0], *asks = &b->side[1];
     Py_ssize_t n = okx ? 25 : 10;
-    PyObject *bside = Py_XNewRef(SLOT(book, B_BIDS)), *aside = Py_XNewRef(SLOT(book, B_ASKS));
-    PyObject *bd = NULL, *bh = NULL, *ad = NULL, *ah = NULL, *out = NULL;
-    CrcText *t = NULL;
-    if (bside == NULL || aside == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "the book has no sides");
-        goto done;
-    }
-    if (side_prep(bside, n, &bd, &bh) < 0 || side_prep(aside, n, &ad, &ah) < 0)
-        goto done;
-    t = &crc_input; /* no Python code runs while it is written: the GIL keeps it ours */
+    Py_ssize_t nb = bids->n < n ? bids->n : n, na = asks->n < n ? asks->n : n;
+    CrcText *t = &crc_input; /* no Python code runs while it is written: the GIL keeps it ours */
     t->n = 0;
-    Py_ssize_t nb = PyList_GET_SIZE(bh) < n ? PyList_GET_SIZE(bh) : n;
-    Py_ssize_t na = PyList_GET_SIZE(ah) < n ? PyList_GET_SIZE(ah) : n;
     int rc = 1;
     if (okx) {
         for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
             if (i < nb)
-                rc = crc_level(t, bd, bh, 1, i, ':', 0);
+                rc = crc_level(t, bids, i, ':', 0);
             if (i < na && rc > 0)
-                rc = crc_level(t, ad, ah, 0, i, ':', 0);
+                rc = crc_level(t, asks, i, ':', 0);
         }
     } else {
         for (Py_ssize_t i = 0; i < na && rc > 0; i++)
-            rc = crc_level(t, ad, ah, 0, i, 0, 1);
+            rc = crc_level(t, asks, i, 0, 1);
         for (Py_ssize_t i = 0; i < nb && rc > 0; i++)
-            rc = crc_level(t, bd, bh, 1, i, 0, 1);
+            rc = crc_level(t, bids, i, 0, 1);
     }
-    if (rc <= 0) {
-        out = rc < 0 ? NULL : Py_NewRef(Py_None);
-        goto done;
-    }
+    if (rc <= 0)
+        Py_RETURN_NONE;
     uint32_t crc = crc_bytes(0xFFFFFFFFu, t->buf, t->n) ^ 0xFFFFFFFFu;
-    out = !okx ? PyLong_FromUnsignedLong(crc)
-               : PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
-                                                       : (long long)crc);
-done:
-    Py_XDECREF(bside);
-    Py_XDECREF(aside);
-    Py_XDECREF(bd);
-    Py_XDECREF(bh);
-    Py_XDECREF(ad);
-    Py_XDECREF(ah);
-    return out;
+    return !okx ? PyLong_FromUnsignedLong(crc)
+                : PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
+                                                        : (long long)crc);
 }
 
 /* book_crc, or the Python reference (fn: kraken_checksum_py(asks, bids) or
@@ -2762,7 +3160,7 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
         !book_ready(book, seq, 0, 0))
         goto python;
     long long prev;
-    if (!int_in(SLOT(book, B_SEQ), LLONG_MIN, LLONG_MAX, &prev)) /* book_ready read it */
+    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
         goto python;
     /* Committed from here on: as the Python path, which has changed state by now too. */
     if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
@@ -2771,10 +3169,7 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (d == NULL)
         goto done;
     for (int side = 0; side < 2; side++) { /* _truncate: cut to the subscribed depth */
-        PyObject *sd = SLOT(book, side ? B_ASKS : B_BIDS), *lv = NULL;
-        if (sd != NULL && Py_TYPE(sd) == (PyTypeObject *)fo_side_type)
-            lv = SLOT(sd, S_LEVELS);
-        if (lv != NULL && PyDict_CheckExact(lv) && PyDict_GET_SIZE(lv) <= depth)
+        if (((FeedBook *)book)->book == NULL && ((FeedBook *)book)->side[side].n <= depth)
             continue;
         PyObject *r = PyObject_CallMethodObjArgs(h, fa_truncate, book, d, depth_o, NULL);
         if (r == NULL) {
@@ -2860,7 +3255,7 @@ static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_
     }
     if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0))
         goto python;
-    if (!int_in(SLOT(book, B_SEQ), LLONG_MIN, LLONG_MAX, &prev)) /* book_ready read it */
+    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
         goto python;
     if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
         goto done;
@@ -3247,5 +3642,10 @@ PyMODINIT_FUNC PyInit__native(void)
     if (s_buy == NULL || s_sell == NULL || zero == NULL || fmt_big == NULL || intern_names() < 0 ||
         intern_candle_names() < 0 || intern_frame_names() < 0)
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&FeedBookType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "FeedBook", (PyObject *)&FeedBookType) < 0)
+        Py_CLEAR(m);
+    return m;
 }

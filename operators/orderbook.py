@@ -531,6 +531,6 @@ class BookState:
     settle = flush  # the end of the input for now (a live run's): the same, nothing ends
 
 
-if _native is not None:  # the feed handlers' compiled book frames apply events to these
+if _native is not None:  # what the feed handlers' books (FeedBook) fall back to
     _native.frames_set("Book", Book)
-    _native.frames_set("Side", _Side)
+    _native.frames_set("own", _own)

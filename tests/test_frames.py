@@ -25,6 +25,7 @@ from connectors.exchanges.base import Handler
 from connectors.exchanges.binance import BinanceHandler
 from connectors.exchanges.recordings import Frame, data_dir, read_frames
 from operators import events
+from operators.orderbook import Book
 
 RECORDINGS = [
     ("binance", "hftbacktest/spot/ethusdt_20240808.gz"),
@@ -52,6 +53,7 @@ def pair(exchange: str) -> tuple[Handler, Handler]:
     fast, ref = HANDLERS[exchange](), HANDLERS[exchange]()
     assert type(fast)._fast is not None
     ref._fast = None  # type: ignore[method-assign]
+    ref._book_type = Book  # the Python book too
     return fast, ref
 
 
@@ -228,12 +230,11 @@ def _first_update(exchange: str, fast: Handler, ref: Handler) -> tuple[int, Fram
     frames = frames_of(name, 6000)
     compiled = type(fast)._fast
     assert compiled is not None
-    probe = HANDLERS[exchange]()
+    probe = HANDLERS[exchange]()  # one frame ahead of the two: tries each frame first
     for i, fr in enumerate(frames):
         if i > min(50, len(frames) // 2) and fr.kind != "rest":
             msg = orjson.loads(fr.raw)
-            state = copy.deepcopy(fast)
-            if compiled(state, msg, fr.rts) is not None:
+            if compiled(probe, msg, fr.rts) is not None:
                 return i, fr, msg
         assert_same(fast, ref, fr, None, i, full=False)
         feed(probe, fr)
@@ -341,3 +342,70 @@ def test_crafted_frames(exchange: str, edit: Any) -> None:
     for j, nxt in enumerate(frames_of(dict(RECORDINGS)[exchange], 6000)[i + 1:i + 80]):
         assert_same(fast, ref, nxt, None, i + 1 + j, full=j % 20 == 0)
     assert full_state(fast) == full_state(ref)
+
+
+# -- FeedBook against Book -----------------------------------------------------------------------
+px_text = st.one_of(  # few prices: books cross, levels repeat
+    st.sampled_from(["1", "1.5", "2", "2.50", "3", "10", "0.0001", "0.00010", "99999.99"]),
+    st.sampled_from(["1", "1.5", "2", "2.50", "3"]),
+    st.from_regex(r"[1-9][0-9]{0,3}(\.[0-9]{1,4})?", fullmatch=True),
+    st.just("1" + "0" * 45))  # beyond 128 bits of units: the FeedBook hands over to a Book
+qty_text = st.sampled_from(["0", "0.0", "1", "2.5", "0.001", "7", "100.000"])
+level = st.tuples(px_text, qty_text)
+event = st.tuples(st.sampled_from(["snapshot", "update", "update", "update"]),
+                  st.integers(-2, 4),  # the seq step: back, repeat, next, skip
+                  st.lists(level, max_size=6), st.lists(level, max_size=6),
+                  st.booleans(),  # prev_seq given
+                  st.one_of(st.none(), st.tuples(st.sampled_from(["bids", "asks"]),
+                                                 st.integers(0, 4))))  # a cut after it
+
+
+def _book_event(action: str, seq: int, prev: int | None, bids: list[tuple[str, str]],
+                asks: list[tuple[str, str]]) -> events.BookEvent:
+    ev = events.decode_obj({"type": "book", "ex": "kraken", "sym": "BTC-USD", "ts": 1, "rts": 1,
+                            "action": action, "seq": seq,
+                            **({"prev_seq": prev} if prev is not None else {}),
+                            "bids": [list(lv) for lv in bids], "asks": [list(lv) for lv in asks]})
+    assert isinstance(ev, events.BookEvent), ev
+    return ev
+
+
+def _reads(b: Any) -> Any:
+    return (b.seq, b.status, b.max_levels, b.crossed(), b.best_bid(), b.best_ask(),
+            b.depth("bids"), b.depth("asks"), b.top(3, "bids"), b.top(99, "asks"),
+            b.levels("bids"), b.levels("asks"), b.__getstate__())
+
+
+@settings(max_examples=300, deadline=None)
+@given(evs=st.lists(event, min_size=1, max_size=30))
+def test_feedbook_answers_as_book(evs: list[Any]) -> None:
+    """Generated snapshots and updates (duplicates, gaps, zeros, repeated prices, crossing
+    books, a key beyond 128 bits) applied to a FeedBook and to a Book: the same outcomes and
+    the same answers to every read after each, and the same cuts."""
+    native = events._native
+    assert native is not None
+    fb, book = native.FeedBook(), Book()
+    seq = 0
+    for i, (action, step, bids, asks, chained, cut) in enumerate(evs):
+        prev = seq if chained else None
+        seq = max(0, seq + step)
+        ev = _book_event(action, seq, prev, bids, asks)
+        assert fb.apply(ev) == book.apply(ev), i
+        assert _reads(fb) == _reads(book), i
+        if cut is not None:
+            assert fb.cut(*cut) == book.cut(*cut), i
+            assert _reads(fb) == _reads(book), i
+
+
+def test_feedbook_refuses_what_book_refuses() -> None:
+    native = events._native
+    assert native is not None
+    fb = native.FeedBook()
+    with pytest.raises(ValueError, match="side"):
+        fb.top(3, "middle")
+    with pytest.raises(ValueError, match="snapshots and updates"):
+        fb.apply(_book_event("insert", 1, None, [("1", "1")], []))
+    with pytest.raises(TypeError):
+        copy.deepcopy(fb)  # not pickled: a handler re-snapshots
+    fb.status = "stale"
+    assert fb.status == "stale" and fb.seq is None

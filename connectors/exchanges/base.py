@@ -178,6 +178,9 @@ class Handler:
     # frames"), where built: ``(handler, msg, rts) -> events``, or ``None`` with nothing changed
     # for any other frame, which ``_on_message`` (the reference) then takes.
     _fast: Callable[[Any, Any, int], list[dict[str, Any]] | None] | None = None
+    # The handler's own books: a handler with a compiled path keeps ``_native.FeedBook``s (the
+    # same calls and results as ``Book``'s, in C: see there).
+    _book_type: Callable[[], Any] = Book  # a Book, or what answers as one
 
     def on_frame(self, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
         """One WebSocket frame received at ``rts`` (ms) -> canonical events and dead letters."""
@@ -222,7 +225,7 @@ class Handler:
         """The handler's own book of ``sym`` (canonical symbol)."""
         b = self.books.get(sym)
         if b is None:
-            b = self.books[sym] = Book()
+            b = self.books[sym] = self._book_type()
         return b
 
     # -- for subclasses ----------------------------------------------------------------------

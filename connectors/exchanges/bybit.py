@@ -24,6 +24,7 @@ class BybitHandler(Handler):
 
     exchange = "bybit"
     _fast = None if _native is None else staticmethod(_native.bybit_frame)
+    _book_type = Handler._book_type if _native is None else _native.FeedBook
 
     def __init__(self, depth: int = 500) -> None:
         super().__init__()

@@ -55,6 +55,7 @@ class OkxHandler(Handler):
 
     exchange = "okx"
     _fast = None if _native is None else staticmethod(_native.okx_frame)
+    _book_type = Handler._book_type if _native is None else _native.FeedBook
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
         args = [{"channel": c, "instId": s} for s in symbols for c in ("books", "trades")]
