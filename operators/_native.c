@@ -2118,6 +2118,8 @@ static int pair_into(PyObject *out, Lvs *s, PyObject *px, PyObject *qty)
 typedef struct {
     unsigned __int128 k;
     PyObject *px, *qty;
+    unsigned char *frag; /* the level's part of the checksum's text, once asked (see book_crc) */
+    Py_ssize_t frag_n;
 } Entry;
 
 typedef struct {
@@ -2129,15 +2131,23 @@ typedef struct {
     PyObject_HEAD
     Row side[2]; /* 0 bids, 1 asks */
     PyObject *seq, *status, *book; /* book: the plain Book it became, or NULL */
+    int frag_mode;                 /* which checksum the entries' fragments are for */
 } FeedBook;
 
 static PyTypeObject FeedBookType;
+
+static void drop_frag(Entry *e)
+{
+    PyMem_Free(e->frag);
+    e->frag = NULL;
+}
 
 static void row_clear(Row *r)
 {
     for (Py_ssize_t i = 0; i < r->n; i++) {
         Py_DECREF(r->v[i].px);
         Py_DECREF(r->v[i].qty);
+        drop_frag(&r->v[i]);
     }
     PyMem_Free(r->v);
     r->v = NULL;
@@ -2175,6 +2185,7 @@ static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *
     Py_ssize_t i = row_find(r, k, ask, &found);
     if (found) {
         Entry *e = &r->v[i];
+        drop_frag(e);
         if (nonzero) {
             Py_SETREF(e->px, Py_NewRef(px));
             Py_SETREF(e->qty, Py_NewRef(qty));
@@ -2203,6 +2214,8 @@ static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *
     r->v[i].k = k;
     r->v[i].px = Py_NewRef(px);
     r->v[i].qty = Py_NewRef(qty);
+    r->v[i].frag = NULL;
+    r->v[i].frag_n = 0;
     r->n++;
     return 0;
 }
@@ -2484,6 +2497,7 @@ static PyObject *fb_cut(FeedBook *b, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < extra; i++) {
         Py_DECREF(r->v[i].px);
         Py_DECREF(r->v[i].qty);
+        drop_frag(&r->v[i]);
     }
     memmove(r->v, r->v + extra, (size_t)(r->n - extra) * sizeof(Entry));
     r->n -= extra;
@@ -2758,27 +2772,14 @@ static int rows_set(FeedBook *b, int s, Lvs *l)
     return 0;
 }
 
-/* A new book update dict with its keys in canonical order (from a template: building it key by
- * key resized it twice), values None until set; with a checksum key where checked. */
-static PyObject *event_templates[2];
-
+/* A new dict sized for a book update's keys (built key by key it resized twice). */
 static PyObject *new_event(int checked)
 {
-    if (event_templates[checked] == NULL) {
-        PyObject *keys[] = {fk_type, fk_ex, fk_sym, fk_ts, fk_rts, fk_action, fk_seq,
-                            fk_prev_seq, fk_bids, fk_asks, fk_checksum};
-        PyObject *t = PyDict_New();
-        if (t == NULL)
-            return NULL;
-        for (int i = 0; i < 10 + checked; i++) {
-            if (PyDict_SetItem(t, keys[i], Py_None) < 0) {
-                Py_DECREF(t);
-                return NULL;
-            }
-        }
-        event_templates[checked] = t;
-    }
-    return PyDict_Copy(event_templates[checked]);
+#if PY_VERSION_HEX < 0x030E0000
+    return _PyDict_NewPresized(10 + checked);
+#else
+    return PyDict_New();
+#endif
 }
 
 /* The rest of Handler._book_event and Book.apply once book_ready said "applied": the event
@@ -2950,45 +2951,65 @@ typedef struct {
 
 static CrcText crc_input;
 
-/* text (plain ASCII) appended: Kraken's digits (no point, no leading zeros) or verbatim; 1, else
- * 0 (not plain, or too long). */
-static int crc_text_add(CrcText *t, PyObject *text, int digits)
+/* Kraken's digits of a decimal (no point, no leading zeros) written at out: their count. */
+static Py_ssize_t kraken_digits(const char *s, Py_ssize_t n, unsigned char *out)
 {
-    if (!plain_ascii(text))
-        return 0;
-    const char *s = (const char *)PyUnicode_DATA(text);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    if (t->n + (size_t)n + 1 > sizeof(t->buf))
-        return 0;
-    if (!digits) {
-        memcpy(t->buf + t->n, s, (size_t)n);
-        t->n += (size_t)n;
-        return 1;
-    }
-    Py_ssize_t i = 0;
+    Py_ssize_t i = 0, k = 0;
     while (i < n && (s[i] == '0' || s[i] == '.'))
         i++;
-    unsigned char *out = t->buf + t->n;
     for (; i < n; i++) { /* branch-free: a point is written, then written over */
-        *out = (unsigned char)s[i];
-        out += s[i] != '.';
+        out[k] = (unsigned char)s[i];
+        k += s[i] != '.';
     }
-    t->n = (size_t)(out - t->buf);
+    return k;
+}
+
+/* An entry's part of the checksum text, kept until its strings change (a checksum re-reads the
+ * same 20 or 50 levels after every update, and most of them did not change): Kraken's
+ * (mode 1: digits of px, digits of qty) or OKX's (mode 2: "px:qty"). 1, 0 not plain ASCII
+ * strings (the caller asks the Python reference), -1 error. */
+static int entry_frag(Entry *e, int mode)
+{
+    if (e->frag != NULL)
+        return 1;
+    if (!plain_ascii(e->px) || !plain_ascii(e->qty))
+        return 0;
+    const char *p = (const char *)PyUnicode_DATA(e->px), *q = (const char *)PyUnicode_DATA(e->qty);
+    Py_ssize_t pn = PyUnicode_GET_LENGTH(e->px), qn = PyUnicode_GET_LENGTH(e->qty);
+    unsigned char *buf = PyMem_Malloc((size_t)(pn + qn + 1));
+    if (buf == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t n;
+    if (mode == 1) {
+        n = kraken_digits(p, pn, buf);
+        n += kraken_digits(q, qn, buf + n);
+    } else {
+        memcpy(buf, p, (size_t)pn);
+        buf[pn] = ':';
+        memcpy(buf + pn + 1, q, (size_t)qn);
+        n = pn + 1 + qn;
+    }
+    e->frag = buf;
+    e->frag_n = n;
     return 1;
 }
 
-/* Level i (best first) of a row appended to t (separated by sep where sep and t is not empty):
- * 1, 0 not a plain pair of strings. */
-static int crc_level(CrcText *t, Row *r, Py_ssize_t i, char sep, int digits)
+/* Level i (best first) of a row appended to t, after sep where sep and t is not empty. */
+static int crc_level(CrcText *t, Row *r, Py_ssize_t i, char sep, int mode)
 {
     Entry *e = &r->v[r->n - 1 - i];
+    int rc = entry_frag(e, mode);
+    if (rc <= 0)
+        return rc;
+    if (t->n + (size_t)e->frag_n + 1 > sizeof(t->buf))
+        return 0;
     if (sep && t->n)
         t->buf[t->n++] = (unsigned char)sep;
-    if (!crc_text_add(t, e->px, digits))
-        return 0;
-    if (sep)
-        t->buf[t->n++] = (unsigned char)sep;
-    return crc_text_add(t, e->qty, digits);
+    memcpy(t->buf + t->n, e->frag, (size_t)e->frag_n);
+    t->n += (size_t)e->frag_n;
+    return 1;
 }
 
 /* The checksum of a FeedBook's top: Kraken's (okx 0: the best 10 asks then 10 bids, digits
@@ -2999,6 +3020,13 @@ static PyObject *book_crc(PyObject *book, int okx)
 {
     FeedBook *b = (FeedBook *)book;
     Row *bids = &b->side[0], *asks = &b->side[1];
+    int mode = okx ? 2 : 1;
+    if (b->frag_mode != mode) { /* fragments of the other checksum: none kept */
+        for (int s = 0; s < 2; s++)
+            for (Py_ssize_t i = 0; i < b->side[s].n; i++)
+                drop_frag(&b->side[s].v[i]);
+        b->frag_mode = mode;
+    }
     Py_ssize_t n = okx ? 25 : 10;
     Py_ssize_t nb = bids->n < n ? bids->n : n, na = asks->n < n ? asks->n : n;
     CrcText *t = &crc_input; /* no Python code runs while it is written: the GIL keeps it ours */
@@ -3007,18 +3035,18 @@ static PyObject *book_crc(PyObject *book, int okx)
     if (okx) {
         for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
             if (i < nb)
-                rc = crc_level(t, bids, i, ':', 0);
+                rc = crc_level(t, bids, i, ':', mode);
             if (i < na && rc > 0)
-                rc = crc_level(t, asks, i, ':', 0);
+                rc = crc_level(t, asks, i, ':', mode);
         }
     } else {
         for (Py_ssize_t i = 0; i < na && rc > 0; i++)
-            rc = crc_level(t, asks, i, 0, 1);
+            rc = crc_level(t, asks, i, 0, mode);
         for (Py_ssize_t i = 0; i < nb && rc > 0; i++)
-            rc = crc_level(t, bids, i, 0, 1);
+            rc = crc_level(t, bids, i, 0, mode);
     }
     if (rc <= 0)
-        Py_RETURN_NONE;
+        return rc < 0 ? NULL : Py_NewRef(Py_None);
     uint32_t crc = crc_bytes(0xFFFFFFFFu, t->buf, t->n) ^ 0xFFFFFFFFu;
     return !okx ? PyLong_FromUnsignedLong(crc)
                 : PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
