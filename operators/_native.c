@@ -2118,9 +2118,16 @@ static int pair_into(PyObject *out, Lvs *s, PyObject *px, PyObject *qty)
 typedef struct {
     unsigned __int128 k;
     PyObject *px, *qty;
-    unsigned char *frag; /* the level's part of the checksum's text, once asked (see book_crc) */
-    Py_ssize_t frag_n;
 } Entry;
+
+/* A level's part of a checksum's text, kept for its (px, qty) strings (held: no other string
+ * can take their address): see book_crc. */
+typedef struct {
+    PyObject *px, *qty;
+    unsigned char *frag;
+    Py_ssize_t n;
+} Frag;
+#define NFRAGS 128
 
 typedef struct {
     Entry *v;
@@ -2131,27 +2138,35 @@ typedef struct {
     PyObject_HEAD
     Row side[2]; /* 0 bids, 1 asks */
     PyObject *seq, *status, *book; /* book: the plain Book it became, or NULL */
-    int frag_mode;                 /* which checksum the entries' fragments are for */
+    Frag *frags;                   /* NFRAGS of them once a checksum was asked */
+    int frag_mode;                 /* which checksum they are for */
 } FeedBook;
 
 static PyTypeObject FeedBookType;
 
-static void drop_frag(Entry *e)
+static void frags_clear(FeedBook *b)
 {
-    PyMem_Free(e->frag);
-    e->frag = NULL;
+    for (int i = 0; b->frags != NULL && i < NFRAGS; i++) {
+        Py_CLEAR(b->frags[i].px);
+        Py_CLEAR(b->frags[i].qty);
+        PyMem_Free(b->frags[i].frag);
+        b->frags[i].frag = NULL;
+    }
+    PyMem_Free(b->frags);
+    b->frags = NULL;
 }
 
 static void row_clear(Row *r)
 {
-    for (Py_ssize_t i = 0; i < r->n; i++) {
-        Py_DECREF(r->v[i].px);
-        Py_DECREF(r->v[i].qty);
-        drop_frag(&r->v[i]);
-    }
-    PyMem_Free(r->v);
+    Entry *v = r->v; /* detached first: a string's release could run code that reads the row */
+    Py_ssize_t n = r->n;
     r->v = NULL;
     r->n = r->cap = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(v[i].px);
+        Py_DECREF(v[i].qty);
+    }
+    PyMem_Free(v);
 }
 
 /* Where k is or would go in a row (ascending for bids, descending for asks); *found. */
@@ -2185,7 +2200,6 @@ static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *
     Py_ssize_t i = row_find(r, k, ask, &found);
     if (found) {
         Entry *e = &r->v[i];
-        drop_frag(e);
         if (nonzero) {
             Py_SETREF(e->px, Py_NewRef(px));
             Py_SETREF(e->qty, Py_NewRef(qty));
@@ -2214,8 +2228,6 @@ static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *
     r->v[i].k = k;
     r->v[i].px = Py_NewRef(px);
     r->v[i].qty = Py_NewRef(qty);
-    r->v[i].frag = NULL;
-    r->v[i].frag_n = 0;
     r->n++;
     return 0;
 }
@@ -2243,6 +2255,7 @@ static void fb_dealloc(FeedBook *b)
     Py_XDECREF(b->seq);
     Py_XDECREF(b->status);
     Py_XDECREF(b->book);
+    frags_clear(b);
     Py_TYPE(b)->tp_free((PyObject *)b);
 }
 
@@ -2262,6 +2275,12 @@ static PyObject *fb_getstate(FeedBook *b, PyObject *unused);
 
 static int become_book(FeedBook *b)
 {
+    if (b->book != NULL)
+        return 0;
+    if (fo_book_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "FeedBook: operators.orderbook.Book is not registered");
+        return -1;
+    }
     PyObject *state = fb_getstate(b, NULL);
     PyObject *book = state == NULL ? NULL : PyObject_CallNoArgs(fo_book_type);
     PyObject *r = book == NULL ? NULL : PyObject_CallMethod(book, "__setstate__", "(O)", state);
@@ -2328,7 +2347,11 @@ static int fb_set_levels(FeedBook *b, int s, PyObject *levels)
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
         unsigned __int128 k;
-        key_units(PyTuple_GET_ITEM(lv, 0), &k);
+        if (!key_units(PyTuple_GET_ITEM(lv, 0), &k)) { /* levels_fit said it fits */
+            Py_DECREF(seq);
+            PyErr_SetString(PyExc_RuntimeError, "FeedBook: the levels changed while applied");
+            return -1;
+        }
         int nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2));
         if (nonzero < 0 || row_set(&b->side[s], s, k, nonzero, PyTuple_GET_ITEM(lv, 1),
                                    PyTuple_GET_ITEM(lv, 3)) < 0) {
@@ -2340,6 +2363,71 @@ static int fb_set_levels(FeedBook *b, int s, PyObject *levels)
     return 1;
 }
 
+/* A snapshot's levels into an empty side s at once: the last of each price wins and a zero
+ * removes it, as setting them one by one does, but sorted once (one by one, a side sent best
+ * first inserted every level at the far end of its row: quadratic in a 1,000-level REST
+ * snapshot). The keys fit (levels_fit). 0, or -1 with an exception. */
+typedef struct {
+    unsigned __int128 k;
+    Py_ssize_t i;
+    int nonzero;
+} Load;
+
+static int load_cmp(const void *a, const void *b)
+{
+    const Load *x = a, *y = b;
+    if (x->k != y->k)
+        return x->k < y->k ? -1 : 1;
+    return x->i < y->i ? -1 : (x->i > y->i);
+}
+
+static int fb_load(FeedBook *b, int s, PyObject *levels)
+{
+    PyObject *seq = PySequence_Fast(levels, "levels");
+    if (seq == NULL)
+        return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq), kept = 0;
+    Load *l = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Load));
+    Row *r = &b->side[s];
+    int rc = -1;
+    if (l == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
+        key_units(PyTuple_GET_ITEM(lv, 0), &l[i].k);
+        l[i].i = i;
+        if ((l[i].nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2))) < 0)
+            goto done;
+    }
+    qsort(l, (size_t)n, sizeof(Load), load_cmp);
+    for (Py_ssize_t i = 0; i < n; i++) /* the last of each key, if not a zero */
+        if ((i + 1 == n || l[i + 1].k != l[i].k) && l[i].nonzero)
+            l[kept++] = l[i];
+    if (r->n != 0 || kept > r->cap) {
+        row_clear(r);
+        if ((r->v = PyMem_Malloc((size_t)(kept ? kept : 1) * sizeof(Entry))) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        r->cap = kept ? kept : 1;
+    }
+    for (Py_ssize_t j = 0; j < kept; j++) { /* bids ascending, asks descending */
+        Load *x = &l[s ? kept - 1 - j : j];
+        PyObject *lv = PySequence_Fast_GET_ITEM(seq, x->i);
+        r->v[j].k = x->k;
+        r->v[j].px = Py_NewRef(PyTuple_GET_ITEM(lv, 1));
+        r->v[j].qty = Py_NewRef(PyTuple_GET_ITEM(lv, 3));
+    }
+    r->n = kept;
+    rc = 0;
+done:
+    PyMem_Free(l);
+    Py_DECREF(seq);
+    return rc;
+}
+
 static int levels_fit(PyObject *levels)
 {
     PyObject *seq = PySequence_Fast(levels, "levels");
@@ -2349,7 +2437,9 @@ static int levels_fit(PyObject *levels)
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && fit; i++) {
         PyObject *lv = PySequence_Fast_GET_ITEM(seq, i);
         unsigned __int128 k;
-        fit = PyTuple_Check(lv) && PyTuple_GET_SIZE(lv) == 4 && key_units(PyTuple_GET_ITEM(lv, 0), &k);
+        fit = PyTuple_Check(lv) && PyTuple_GET_SIZE(lv) == 4 &&
+              key_units(PyTuple_GET_ITEM(lv, 0), &k) &&
+              PyLong_CheckExact(PyTuple_GET_ITEM(lv, 2)); /* its truth runs no Python code */
     }
     Py_DECREF(seq);
     return fit;
@@ -2361,7 +2451,7 @@ static PyObject *fb_apply(FeedBook *b, PyObject *e)
     if (b->book != NULL)
         return PyObject_CallMethod(b->book, "apply", "(O)", e);
     PyObject *action = PyObject_GetAttr(e, fk_action), *seq = NULL, *prev = NULL, *bids = NULL,
-             *asks = NULL, *out = NULL;
+             *asks = NULL, *out = NULL, *cur_seq = NULL, *cur_status = NULL;
     if (action == NULL || (seq = PyObject_GetAttr(e, fk_seq)) == NULL ||
         (prev = PyObject_GetAttr(e, fk_prev_seq)) == NULL ||
         (bids = PyObject_GetAttr(e, fk_bids)) == NULL ||
@@ -2383,44 +2473,42 @@ static PyObject *fb_apply(FeedBook *b, PyObject *e)
             out = PyObject_CallMethod(b->book, "apply", "(O)", e);
         goto done;
     }
-    int newer = b->seq == Py_None ? 1 : PyObject_RichCompareBool(seq, b->seq, Py_GE);
-    if (newer < 0)
+    /* held while compared (a comparison may run code), then the book re-checked */
+    cur_seq = Py_NewRef(b->seq);
+    cur_status = Py_NewRef(b->status);
+    int newer = cur_seq == Py_None ? 1 : PyObject_RichCompareBool(seq, cur_seq, Py_GE);
+    int le = (newer < 0 || cur_seq == Py_None) ? 0 : PyObject_RichCompareBool(seq, cur_seq, Py_LE);
+    int stale = (newer < 0 || le < 0) ? 0 : PyObject_RichCompareBool(cur_status, fv_stale, Py_EQ);
+    int ne = (newer < 0 || le < 0 || stale < 0 || prev == Py_None) ? 0
+             : PyObject_RichCompareBool(prev, cur_seq, Py_NE);
+    if (newer < 0 || le < 0 || stale < 0 || ne < 0)
         goto done;
+    if (b->book != NULL || b->seq != cur_seq || b->status != cur_status) {
+        PyErr_SetString(PyExc_RuntimeError, "FeedBook: the book changed while compared");
+        goto done;
+    }
     if (snap && newer) {
         row_clear(&b->side[0]);
         row_clear(&b->side[1]);
-        if (fb_set_levels(b, 0, bids) < 0 || fb_set_levels(b, 1, asks) < 0)
+        if (fb_load(b, 0, bids) < 0 || fb_load(b, 1, asks) < 0)
             goto done;
         Py_SETREF(b->seq, Py_NewRef(seq));
         Py_SETREF(b->status, Py_NewRef(fb_crossed(b) ? fv_crossed : fv_ok));
         out = Py_NewRef(fv_applied);
         goto done;
     }
-    if (b->seq != Py_None) {
-        int le = PyObject_RichCompareBool(seq, b->seq, Py_LE);
-        if (le < 0)
-            goto done;
-        if (le) {
-            out = Py_NewRef(fv_duplicate);
-            goto done;
-        }
-    }
-    int stale = PyObject_RichCompareBool(b->status, fv_stale, Py_EQ);
-    if (stale < 0)
+    if (le) {
+        out = Py_NewRef(fv_duplicate);
         goto done;
+    }
     if (stale) {
         out = Py_NewRef(fv_skipped);
         goto done;
     }
-    if (prev != Py_None) {
-        int ne = PyObject_RichCompareBool(prev, b->seq, Py_NE);
-        if (ne < 0)
-            goto done;
-        if (ne) {
-            Py_SETREF(b->status, Py_NewRef(fv_stale));
-            out = Py_NewRef(fv_gap);
-            goto done;
-        }
+    if (ne) {
+        Py_SETREF(b->status, Py_NewRef(fv_stale));
+        out = Py_NewRef(fv_gap);
+        goto done;
     }
     if (fb_set_levels(b, 0, bids) < 0 || fb_set_levels(b, 1, asks) < 0)
         goto done;
@@ -2428,6 +2516,8 @@ static PyObject *fb_apply(FeedBook *b, PyObject *e)
     Py_SETREF(b->status, Py_NewRef(fb_crossed(b) ? fv_crossed : fv_ok));
     out = Py_NewRef(fv_applied);
 done:
+    Py_XDECREF(cur_seq);
+    Py_XDECREF(cur_status);
     Py_XDECREF(action);
     Py_XDECREF(seq);
     Py_XDECREF(prev);
@@ -2497,7 +2587,6 @@ static PyObject *fb_cut(FeedBook *b, PyObject *const *args, Py_ssize_t nargs)
     for (Py_ssize_t i = 0; i < extra; i++) {
         Py_DECREF(r->v[i].px);
         Py_DECREF(r->v[i].qty);
-        drop_frag(&r->v[i]);
     }
     memmove(r->v, r->v + extra, (size_t)(r->n - extra) * sizeof(Entry));
     r->n -= extra;
@@ -2803,6 +2892,10 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
         PyDict_SetItem(d, fk_bids, bids) < 0 || PyDict_SetItem(d, fk_asks, asks) < 0 ||
         (checksum != NULL && PyDict_SetItem(d, fk_checksum, checksum) < 0))
         goto error;
+    if (fb->book != NULL) { /* only code run by the attribute reads above could have done it */
+        PyErr_SetString(PyExc_RuntimeError, "FeedBook: became a Book during a compiled frame");
+        goto error;
+    }
     if (rows_set(fb, 0, lb) < 0 || rows_set(fb, 1, la) < 0)
         goto error;
     Py_SETREF(fb->seq, Py_NewRef(seq_o));
@@ -2964,51 +3057,55 @@ static Py_ssize_t kraken_digits(const char *s, Py_ssize_t n, unsigned char *out)
     return k;
 }
 
-/* An entry's part of the checksum text, kept until its strings change (a checksum re-reads the
- * same 20 or 50 levels after every update, and most of them did not change): Kraken's
- * (mode 1: digits of px, digits of qty) or OKX's (mode 2: "px:qty"). 1, 0 not plain ASCII
- * strings (the caller asks the Python reference), -1 error. */
-static int entry_frag(Entry *e, int mode)
+/* An entry's part of the checksum text, Kraken's (mode 1: digits of px, digits of qty) or
+ * OKX's (mode 2: "px:qty"), from the book's cache of them (a checksum re-reads the same 20 or 50
+ * levels after every update, and most did not change): the slot holding it, or NULL with *rc 0
+ * (not plain ASCII strings: the caller asks the Python reference) or -1 (error). */
+static Frag *frag_of(FeedBook *b, Entry *e, int mode, int *rc)
 {
-    if (e->frag != NULL)
-        return 1;
+    uintptr_t h = ((uintptr_t)e->px >> 4) ^ (((uintptr_t)e->qty >> 4) * 31);
+    Frag *f = &b->frags[(h ^ (h >> 7)) % NFRAGS];
+    if (f->px == e->px && f->qty == e->qty)
+        return f;
+    *rc = 0;
     if (!plain_ascii(e->px) || !plain_ascii(e->qty))
-        return 0;
+        return NULL;
     const char *p = (const char *)PyUnicode_DATA(e->px), *q = (const char *)PyUnicode_DATA(e->qty);
     Py_ssize_t pn = PyUnicode_GET_LENGTH(e->px), qn = PyUnicode_GET_LENGTH(e->qty);
-    unsigned char *buf = PyMem_Malloc((size_t)(pn + qn + 1));
+    unsigned char *buf = PyMem_Realloc(f->frag, (size_t)(pn + qn + 1));
     if (buf == NULL) {
         PyErr_NoMemory();
-        return -1;
+        *rc = -1;
+        return NULL;
     }
-    Py_ssize_t n;
+    f->frag = buf;
     if (mode == 1) {
-        n = kraken_digits(p, pn, buf);
-        n += kraken_digits(q, qn, buf + n);
+        f->n = kraken_digits(p, pn, buf);
+        f->n += kraken_digits(q, qn, buf + f->n);
     } else {
         memcpy(buf, p, (size_t)pn);
         buf[pn] = ':';
         memcpy(buf + pn + 1, q, (size_t)qn);
-        n = pn + 1 + qn;
+        f->n = pn + 1 + qn;
     }
-    e->frag = buf;
-    e->frag_n = n;
-    return 1;
+    Py_XSETREF(f->px, Py_NewRef(e->px));
+    Py_XSETREF(f->qty, Py_NewRef(e->qty));
+    return f;
 }
 
 /* Level i (best first) of a row appended to t, after sep where sep and t is not empty. */
-static int crc_level(CrcText *t, Row *r, Py_ssize_t i, char sep, int mode)
+static int crc_level(CrcText *t, FeedBook *b, Row *r, Py_ssize_t i, char sep, int mode)
 {
-    Entry *e = &r->v[r->n - 1 - i];
-    int rc = entry_frag(e, mode);
-    if (rc <= 0)
+    int rc;
+    Frag *f = frag_of(b, &r->v[r->n - 1 - i], mode, &rc);
+    if (f == NULL)
         return rc;
-    if (t->n + (size_t)e->frag_n + 1 > sizeof(t->buf))
+    if (t->n + (size_t)f->n + 1 > sizeof(t->buf))
         return 0;
     if (sep && t->n)
         t->buf[t->n++] = (unsigned char)sep;
-    memcpy(t->buf + t->n, e->frag, (size_t)e->frag_n);
-    t->n += (size_t)e->frag_n;
+    memcpy(t->buf + t->n, f->frag, (size_t)f->n);
+    t->n += (size_t)f->n;
     return 1;
 }
 
@@ -3021,10 +3118,13 @@ static PyObject *book_crc(PyObject *book, int okx)
     FeedBook *b = (FeedBook *)book;
     Row *bids = &b->side[0], *asks = &b->side[1];
     int mode = okx ? 2 : 1;
-    if (b->frag_mode != mode) { /* fragments of the other checksum: none kept */
-        for (int s = 0; s < 2; s++)
-            for (Py_ssize_t i = 0; i < b->side[s].n; i++)
-                drop_frag(&b->side[s].v[i]);
+    if (b->book != NULL) /* became a Book meanwhile: the Python reference reads it */
+        Py_RETURN_NONE;
+    if (b->frag_mode != mode) /* fragments of the other checksum: none kept */
+        frags_clear(b);
+    if (b->frags == NULL) {
+        if ((b->frags = PyMem_Calloc(NFRAGS, sizeof(Frag))) == NULL)
+            return PyErr_NoMemory();
         b->frag_mode = mode;
     }
     Py_ssize_t n = okx ? 25 : 10;
@@ -3035,15 +3135,15 @@ static PyObject *book_crc(PyObject *book, int okx)
     if (okx) {
         for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
             if (i < nb)
-                rc = crc_level(t, bids, i, ':', mode);
+                rc = crc_level(t, b, bids, i, ':', mode);
             if (i < na && rc > 0)
-                rc = crc_level(t, asks, i, ':', mode);
+                rc = crc_level(t, b, asks, i, ':', mode);
         }
     } else {
         for (Py_ssize_t i = 0; i < na && rc > 0; i++)
-            rc = crc_level(t, asks, i, 0, mode);
+            rc = crc_level(t, b, asks, i, 0, mode);
         for (Py_ssize_t i = 0; i < nb && rc > 0; i++)
-            rc = crc_level(t, bids, i, 0, mode);
+            rc = crc_level(t, b, bids, i, 0, mode);
     }
     if (rc <= 0)
         return rc < 0 ? NULL : Py_NewRef(Py_None);
