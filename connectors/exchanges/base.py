@@ -3,9 +3,12 @@
 A handler is a pure state machine for one exchange connection: a transport (a live WebSocket, a
 recording being replayed) feeds it frames with their receive time and it answers with canonical
 event dicts (DESIGN.md, "Canonical events") plus dead-letter records, never raising on bad input.
-It keeps its own :class:`operators.orderbook.Book` per symbol, built from exactly the events it
-emits, so that gaps, checksum mismatches and crossed books are seen where they happen and the
-symbol can be re-snapshotted (:meth:`Handler.resync_needed`).
+It keeps its own :class:`operators.orderbook.Book` per symbol (a ``_native.FeedBook``, the same
+in C, for the handlers with a compiled path), built from exactly the events it emits, so that
+gaps, checksum mismatches and crossed books are seen where they happen and the symbol can be
+re-snapshotted (:meth:`Handler.resync_needed`). Plain book updates of Binance, Coinbase, Kraken
+v1, OKX and Bybit take a compiled path (``Handler._fast``, ``operators/_native.c``); this module's
+Python stays their reference.
 
 Sequence numbers: where the exchange gives none (Kraken v1, OKX before ``seqId``, Coinbase
 Exchange ``level2``), the handler numbers each symbol's book events itself, 1, 2, 3, ... starting
