@@ -1986,12 +1986,8 @@ static long long days_from_civil(long long y, int m, int d)
 /* base.iso_to_ms of text plainly YYYY-MM-DDTHH:MM:SS(.[0-9]+)?Z?: 1 and *ms, else 0. As
  * calendar.timegm, days, hours, minutes and seconds count linearly (day 31 of a 30-day month is
  * the 1st of the next); the year must be 1-9999 and the month 1-12 (else datetime refuses). */
-static int iso_ms(PyObject *t, long long *ms)
+static int iso_ms_text(const char *s, Py_ssize_t n, long long *ms)
 {
-    if (!plain_ascii(t))
-        return 0;
-    const char *s = (const char *)PyUnicode_DATA(t);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(t);
     static const char shape[] = "dddd-dd-ddTdd:dd:dd";
     if (n < 19)
         return 0;
@@ -2028,6 +2024,11 @@ static int iso_ms(PyObject *t, long long *ms)
         return 0;
     *ms = secs * 1000 + frac;
     return 1;
+}
+
+static int iso_ms(PyObject *t, long long *ms)
+{
+    return plain_ascii(t) && iso_ms_text((const char *)PyUnicode_DATA(t), PyUnicode_GET_LENGTH(t), ms);
 }
 
 /* The levels of one side of an event, as book_levels reads them: the price's units (the book's
@@ -3403,6 +3404,176 @@ done:
     return out;
 }
 
+/* -- a Coinbase l2update read from its text -------------------------------------------------
+ * Decoding a small frame was a third of its time: orjson builds a dict, a list of lists and five
+ * strings that the handler reads once. coinbase_raw scans the text of the one frame shape that
+ * matters, {"type":"l2update","product_id":...,"changes":[[side,px,qty],...],"time":...} (keys
+ * in any order), building only the strings the event keeps, then goes on as coinbase_frame does.
+ * Any other text (another key, a repeated one, whitespace, an escape, a control character,
+ * non-ASCII, a number where a string goes) answers None before anything changed and the frame
+ * is decoded as before: within what it takes, orjson would read exactly these values. */
+typedef struct {
+    const char *p, *end;
+} Scan;
+
+/* A JSON string without escapes, control characters or non-ASCII bytes: its span. */
+static int scan_str(Scan *s, const char **start, Py_ssize_t *n)
+{
+    if (s->p >= s->end || *s->p != '"')
+        return 0;
+    const char *q = ++s->p;
+    for (; s->p < s->end; s->p++) {
+        unsigned char c = (unsigned char)*s->p;
+        if (c == '"') {
+            *start = q;
+            *n = s->p++ - q;
+            return 1;
+        }
+        if (c == '\\' || c < 0x20 || c >= 0x80)
+            return 0;
+    }
+    return 0;
+}
+
+static int scan_ch(Scan *s, char c)
+{
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return 1;
+    }
+    return 0;
+}
+
+#define SPAN_IS(p, n, lit) ((n) == (Py_ssize_t)sizeof(lit) - 1 && memcmp(p, lit, sizeof(lit) - 1) == 0)
+
+typedef struct {
+    int buy;
+    const char *px, *qty;
+    Py_ssize_t px_n, qty_n;
+} Change;
+
+#define MAX_CHANGES 64 /* more in one frame: decoded as before */
+
+PyDoc_STRVAR(coinbase_raw_doc,
+"coinbase_raw(handler, raw, rts) -> list | None: coinbase_frame of a Coinbase l2update read\n"
+"from its text (str or bytes) without decoding it; None (nothing changed) for anything else.");
+
+static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("coinbase_raw", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *raw = args[1], *rts = args[2];
+    Scan sc;
+    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
+        sc.p = (const char *)PyUnicode_DATA(raw);
+        sc.end = sc.p + PyUnicode_GET_LENGTH(raw);
+    } else if (PyBytes_CheckExact(raw)) {
+        sc.p = PyBytes_AS_STRING(raw);
+        sc.end = sc.p + PyBytes_GET_SIZE(raw);
+    } else {
+        Py_RETURN_NONE;
+    }
+    Change ch[MAX_CHANGES];
+    int nch = 0, seen = 0; /* bits: type, product_id, changes, time */
+    const char *pid = NULL, *time = NULL, *k;
+    Py_ssize_t pid_n = 0, time_n = 0, kn;
+    if (!scan_ch(&sc, '{'))
+        Py_RETURN_NONE;
+    do {
+        if (!scan_str(&sc, &k, &kn) || !scan_ch(&sc, ':'))
+            Py_RETURN_NONE;
+        const char *v;
+        Py_ssize_t vn;
+        int bit = SPAN_IS(k, kn, "type") ? 1 : SPAN_IS(k, kn, "product_id") ? 2
+                  : SPAN_IS(k, kn, "changes") ? 4 : SPAN_IS(k, kn, "time") ? 8 : 0;
+        if (bit == 0 || (seen & bit))
+            Py_RETURN_NONE;
+        seen |= bit;
+        if (bit == 4) {
+            if (!scan_ch(&sc, '['))
+                Py_RETURN_NONE;
+            if (!scan_ch(&sc, ']')) {
+                do {
+                    const char *side;
+                    Py_ssize_t side_n;
+                    if (nch == MAX_CHANGES || !scan_ch(&sc, '[') ||
+                        !scan_str(&sc, &side, &side_n) || !scan_ch(&sc, ',') ||
+                        !scan_str(&sc, &ch[nch].px, &ch[nch].px_n) || !scan_ch(&sc, ',') ||
+                        !scan_str(&sc, &ch[nch].qty, &ch[nch].qty_n) || !scan_ch(&sc, ']'))
+                        Py_RETURN_NONE;
+                    ch[nch].buy = SPAN_IS(side, side_n, "buy");
+                    if (!ch[nch].buy && !SPAN_IS(side, side_n, "sell"))
+                        Py_RETURN_NONE;
+                    nch++;
+                } while (scan_ch(&sc, ','));
+                if (!scan_ch(&sc, ']'))
+                    Py_RETURN_NONE;
+            }
+            continue;
+        }
+        if (!scan_str(&sc, &v, &vn))
+            Py_RETURN_NONE;
+        if (bit == 1 && !SPAN_IS(v, vn, "l2update"))
+            Py_RETURN_NONE;
+        if (bit == 2) {
+            pid = v;
+            pid_n = vn;
+        } else if (bit == 8) {
+            time = v;
+            time_n = vn;
+        }
+    } while (scan_ch(&sc, ','));
+    long long ts, seq, prev;
+    if (!scan_ch(&sc, '}') || sc.p != sc.end || seen != 15 || !iso_ms_text(time, time_n, &ts) ||
+        ts < 0 || ts > MAX_TS_LL)
+        Py_RETURN_NONE;
+    PyObject *pid_o = PyUnicode_FromStringAndSize(pid, pid_n), *sym = NULL, *book = NULL,
+             *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    if (pid_o == NULL)
+        goto done;
+    if ((sym = symbol_of(fo_to_symbol, pid_o)) == NULL || (book = synced_book(h, sym)) == NULL)
+        goto python;
+    if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
+        goto done;
+    for (int i = 0; i < nch; i++) {
+        PyObject *px = PyUnicode_FromStringAndSize(ch[i].px, ch[i].px_n);
+        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(ch[i].qty, ch[i].qty_n);
+        int rc = qty == NULL ? -1 : pair_into(ch[i].buy ? bids : asks, ch[i].buy ? &lb : &la,
+                                              px, qty);
+        Py_XDECREF(px); /* the emitted pair holds them, and the levels borrow from it */
+        Py_XDECREF(qty);
+        if (rc < 0)
+            goto done;
+        if (rc == 0)
+            goto python;
+    }
+    if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0))
+        goto python;
+    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
+        goto python;
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
+        goto done;
+    out = list_of(commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, NULL, &lb, &la));
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(pid_o);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    Py_XDECREF(ts_o);
+    return out;
+}
+
 /* The levels of a side sent as they are ([[px, qty], ...] exactly): 1, else 0; -1 error. */
 static int levels_as_sent(PyObject *raw, Lvs *s)
 {
@@ -3750,6 +3921,7 @@ static PyMethodDef methods[] = {
      binance_frame_doc},
     {"okx_frame", (PyCFunction)(void (*)(void))okx_frame, METH_FASTCALL, okx_frame_doc},
     {"bybit_frame", (PyCFunction)(void (*)(void))bybit_frame, METH_FASTCALL, bybit_frame_doc},
+    {"coinbase_raw", (PyCFunction)(void (*)(void))coinbase_raw, METH_FASTCALL, coinbase_raw_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -53,6 +53,7 @@ def pair(exchange: str) -> tuple[Handler, Handler]:
     fast, ref = HANDLERS[exchange](), HANDLERS[exchange]()
     assert type(fast)._fast is not None
     ref._fast = None  # type: ignore[method-assign]
+    ref._fast_raw = None  # type: ignore[method-assign]
     ref._book_type = Book  # the Python book too
     return fast, ref
 
@@ -96,16 +97,18 @@ def test_recording_frame_by_frame(exchange: str, name: str) -> None:
     path took most book frames (it is not silently handing everything to the Python)."""
     fast, ref = pair(exchange)
     taken = 0
-    compiled = type(fast)._fast
-    assert compiled is not None
 
-    def counting(h: Any, msg: Any, rts: int) -> Any:
-        nonlocal taken
-        out = compiled(h, msg, rts)
-        taken += out is not None
-        return out
+    def counting(compiled: Any) -> Any:
+        def count(h: Any, msg: Any, rts: int) -> Any:
+            nonlocal taken
+            out = compiled(h, msg, rts)
+            taken += out is not None
+            return out
+        return count
 
-    fast._fast = counting  # type: ignore[method-assign]
+    fast._fast = counting(type(fast)._fast)  # type: ignore[method-assign]
+    if type(fast)._fast_raw is not None:  # the frame's text read without a decode (Coinbase)
+        fast._fast_raw = counting(type(fast)._fast_raw)  # type: ignore[method-assign]
     frames = frames_of(name)
     for i, fr in enumerate(frames):
         assert_same(fast, ref, fr, None, i, full=i % 500 == 0 or i == len(frames) - 1)
@@ -151,9 +154,43 @@ def _mutate(raw: str, where: int, odd: int, remove: bool) -> str | None:
     return json.dumps(msg, separators=(",", ":"))  # orjson refuses ints past 64 bits
 
 
+def _respell(raw: str, op: str, where: int) -> str | bytes:
+    """The same frame written otherwise (JSON-equal, or a key repeated or added): a path that
+    reads the text itself must read it as orjson does, or leave it to orjson."""
+    if op == "bytes":
+        return raw.encode()
+    if op == "space":  # whitespace after one of the separators
+        seps = [i for i, c in enumerate(raw) if c in ":,[{"]
+        if not seps:
+            return raw
+        i = seps[where % len(seps)] + 1
+        return raw[:i] + " \n"[where % 2] + raw[i:]
+    if op == "escape":  # one letter of a string as a \u escape
+        letters = [i for i, c in enumerate(raw) if c.isalpha()]
+        if not letters:
+            return raw
+        i = letters[where % len(letters)]
+        return raw[:i] + f"\\u{ord(raw[i]):04x}" + raw[i + 1:]
+    msg = orjson.loads(raw)
+    if not isinstance(msg, dict) or not msg:
+        return raw
+    items = list(msg.items())
+    if op == "reorder":
+        k = where % len(items)
+        items = items[k:] + items[:k]
+        return json.dumps(dict(items), separators=(",", ":"))
+    body = raw.rstrip()[:-1]
+    if op == "twice":  # a key repeated with another value: JSON readers keep the last
+        k, _ = items[where % len(items)]
+        again = ODD[where % len(ODD)]
+        return body + "," + json.dumps(k) + ":" + json.dumps(again, separators=(",", ":")) + "}"
+    return body + ',"zz":1}'  # a key more
+
+
 step = st.tuples(
     st.sampled_from(["same", "same", "same", "skip", "again", "swap", "odd", "odd", "remove",
-                     "cut"]),
+                     "cut", "space", "reorder", "escape", "bytes", "twice", "extra",
+                     "trail"]),
     st.integers(0, 10**6), st.integers(0, len(ODD) - 1))
 
 
@@ -191,6 +228,10 @@ def test_generated_streams(exchange: str, steps: list[tuple[str, int, int]], sta
             raw = _mutate(fr.raw, where, odd, op == "remove")
         elif op == "cut":  # malformed JSON
             raw = fr.raw[: where % max(1, len(fr.raw))]
+        elif op == "trail":  # something after the frame: not JSON
+            raw = fr.raw + "]"
+        elif op in ("space", "reorder", "escape", "bytes", "twice", "extra"):
+            raw = _respell(fr.raw, op, where)
         assert_same(fast, ref, fr, raw, n, full=n == len(steps) - 1)
         if op != "again":
             i += 1
@@ -307,6 +348,10 @@ def _nul_in_side(msg: Any, h: Handler) -> None:
     msg["changes"] = [["buy\u0000", c[1], c[2]] for c in msg["changes"]]
 
 
+def _three_letter_side(msg: Any, h: Handler) -> None:
+    msg["changes"] = [["bid", c[1], c[2]] for c in msg["changes"]]  # not "buy": the asks
+
+
 def _before_1970(msg: Any, h: Handler) -> None:
     msg["time"] = "1969-12-31T23:59:59.000Z"  # a negative ts: a dead letter
 
@@ -321,7 +366,7 @@ CRAFTED = [
     ("kraken", _crossing_bid), ("okx", _crossing_bid), ("okx", _checksum_zero),
     ("okx", _okx_seq_ids), ("okx", _okx_seq_ids_bad_checksum), ("okx", _okx_repeated_seq_id),
     ("coinbase", _nul_in_names), ("binance", _nul_in_names), ("coinbase", _nul_in_side),
-    ("coinbase", _before_1970),
+    ("coinbase", _before_1970), ("coinbase", _three_letter_side),
     ("binance", _stale), ("coinbase", _stale), ("kraken", _stale), ("okx", _stale),
     ("bybit", _crossing_bid), ("bybit", _stale),
 ]

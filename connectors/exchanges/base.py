@@ -184,11 +184,25 @@ class Handler:
     # The handler's own books: a handler with a compiled path keeps ``_native.FeedBook``s (the
     # same calls and results as ``Book``'s, in C: see there).
     _book_type: Callable[[], Any] = Book  # a Book, or what answers as one
+    # What garbage in a field raises while a frame is handled: a dead letter, never a crash.
+    GARBAGE = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
+               RecursionError)
+
+    # A compiled path that reads the frame's text itself, before any decode (Coinbase: see
+    # ``coinbase_raw`` in ``operators/_native.c``): ``(handler, raw, rts) -> events | None``.
+    _fast_raw: Callable[[Any, str | bytes, int], list[dict[str, Any]] | None] | None = None
 
     def on_frame(self, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
         """One WebSocket frame received at ``rts`` (ms) -> canonical events and dead letters."""
         self.stats["frames"] += 1
         self._raw = raw
+        if self._fast_raw is not None:
+            try:
+                fast = self._fast_raw(self, raw, rts)
+            except self.GARBAGE as e:
+                return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
+            if fast is not None:
+                return fast
         try:
             msg = self._loads(raw)
         except (ValueError, RecursionError) as e:  # bad JSON or UTF-8 (ValueErrors), nesting
@@ -199,8 +213,7 @@ class Handler:
                 if fast is not None:
                     return fast
             out = self._on_message(msg, rts)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
-                RecursionError) as e:  # garbage in any field: a dead letter, never a crash
+        except self.GARBAGE as e:  # garbage in any field: a dead letter, never a crash
             return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
         return out
 

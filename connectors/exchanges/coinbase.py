@@ -31,6 +31,7 @@ class CoinbaseHandler(Handler):
 
     exchange = "coinbase"
     _fast = None if _native is None else staticmethod(_native.coinbase_frame)
+    _fast_raw = None if _native is None else staticmethod(_native.coinbase_raw)
     _book_type = Handler._book_type if _native is None else _native.FeedBook
 
     def __init__(self, api: str = "exchange") -> None:
