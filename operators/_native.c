@@ -3599,6 +3599,10 @@ static int attr_true(PyObject *o, PyObject *name)
     return t;
 }
 
+static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObject *E,
+                                long long first, long long last, long long pu_v, int futures,
+                                PyObject *b, PyObject *a, Lvs *lb, Lvs *la);
+
 PyDoc_STRVAR(binance_frame_doc,
 "binance_frame(handler, msg, rts) -> list | None: a Binance (spot or USD-M) depthUpdate of a\n"
 "synced symbol, as BinanceHandler._on_message; None (nothing changed) for anything else.");
@@ -3634,16 +3638,35 @@ static PyObject *binance_frame(PyObject *self, PyObject *const *args, Py_ssize_t
     PyObject *s = a == NULL ? NULL : PyDict_GetItemWithError(data, fm_s);
     if (s == NULL || (futures && pu == NULL) || PyErr_Occurred())
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    long long first, last, ts, pu_v = 0, seq;
+    long long first, last, ts, pu_v = 0;
     if (!text_is(e, "depthUpdate") || !int_in(U, LLONG_MIN, LLONG_MAX, &first) ||
         !int_in(u, LLONG_MIN, LLONG_MAX, &last) || !int_in(E, 0, MAX_TS_LL, &ts) ||
         (futures && !int_in(pu, LLONG_MIN, LLONG_MAX, &pu_v)) || first > last ||
         !PyList_CheckExact(b) || !PyList_CheckExact(a) || !plain_ascii(s))
         Py_RETURN_NONE;
-    PyObject *sym = NULL, *book = NULL, *sync = NULL, *st = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
+    int rc = levels_as_sent(b, &lb);
+    if (rc > 0)
+        rc = levels_as_sent(a, &la);
+    PyObject *out = rc < 0 ? NULL
+                    : rc == 0 ? Py_NewRef(Py_None)
+                              : binance_update(h, rts, s, E, first, last, pu_v, futures, b, a,
+                                               &lb, &la);
+    lvs_free(&lb);
+    lvs_free(&la);
+    return out;
+}
+
+/* The rest of binance_frame (and binance_raw) once the fields were read: the levels (lb, la)
+ * parsed from the emitted b and a. */
+static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObject *E,
+                                long long first, long long last, long long pu_v, int futures,
+                                PyObject *b, PyObject *a, Lvs *lb, Lvs *la)
+{
+    long long seq;
+    PyObject *sym = NULL, *book = NULL, *sync = NULL, *st = NULL, *out = NULL;
     if ((sym = symbol_of(fo_to_symbol, s)) == NULL)
         goto python;
     if ((sync = PyObject_GetAttr(h, fa_sync)) == NULL || !PyDict_CheckExact(sync)) {
@@ -3683,14 +3706,7 @@ static PyObject *binance_frame(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     if (prev != seq || last <= seq || !key_valid(h, sym) || !book_ready(book, last, prev, 1))
         goto python;
-    int rc = levels_as_sent(b, &lb);
-    if (rc > 0)
-        rc = levels_as_sent(a, &la);
-    if (rc < 0)
-        goto done;
-    if (rc == 0)
-        goto python;
-    PyObject *d = commit_update(h, book, sym, E, rts, last, prev, b, a, NULL, &lb, &la);
+    PyObject *d = commit_update(h, book, sym, E, rts, last, prev, b, a, NULL, lb, la);
     if (d == NULL || PyObject_SetAttr(st, fa_fresh, Py_False) < 0) {
         Py_XDECREF(d);
         goto done;
@@ -3708,12 +3724,200 @@ python:
     if (!PyErr_Occurred())
         out = Py_NewRef(Py_None);
 done:
-    lvs_free(&lb);
-    lvs_free(&la);
     Py_XDECREF(sym);
     Py_XDECREF(book);
     Py_XDECREF(sync);
     Py_XDECREF(st);
+    return out;
+}
+
+/* -- a Binance depthUpdate read from its text --------------------------------------------------
+ * As coinbase_raw: {"stream":...,"data":{"e":"depthUpdate","E":..,"s":..,"U":..,"u":..,["pu":..,]
+ * ["T":..,]"b":[[px,qty],...],"a":[...]}} (or the data object alone; keys in any order) read
+ * without a decode, building only the level lists the event emits; anything else (another or a
+ * repeated key, whitespace, an escape, non-ASCII, a number that is not a plain integer) answers
+ * None before anything changed, and the frame is decoded as before. */
+
+/* A plain JSON integer 0 | [1-9][0-9]{0,17}: 1 and *v, else 0. */
+static int scan_uint(Scan *s, long long *v)
+{
+    const char *p = s->p;
+    if (p >= s->end || *p < '0' || *p > '9' || (*p == '0' && p + 1 < s->end && p[1] >= '0' &&
+                                                p[1] <= '9'))
+        return 0;
+    long long x = 0;
+    int n = 0;
+    for (; p < s->end && *p >= '0' && *p <= '9'; p++) {
+        if (++n > 18)
+            return 0;
+        x = x * 10 + (*p - '0');
+    }
+    *v = x;
+    s->p = p;
+    return 1;
+}
+
+/* [[px, qty], ...] of strings into out (new [px, qty] lists) and l: 1, 0 not so, -1 error. */
+static int scan_pairs(Scan *s, PyObject *out, Lvs *l)
+{
+    if (!scan_ch(s, '['))
+        return 0;
+    if (scan_ch(s, ']'))
+        return 1;
+    do {
+        const char *p, *q;
+        Py_ssize_t pn, qn;
+        if (!scan_ch(s, '[') || !scan_str(s, &p, &pn) || !scan_ch(s, ',') ||
+            !scan_str(s, &q, &qn) || !scan_ch(s, ']'))
+            return 0;
+        PyObject *px = PyUnicode_FromStringAndSize(p, pn);
+        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(q, qn);
+        int rc = qty == NULL ? -1 : pair_into(out, l, px, qty);
+        Py_XDECREF(px);
+        Py_XDECREF(qty);
+        if (rc <= 0)
+            return rc;
+    } while (scan_ch(s, ','));
+    return scan_ch(s, ']');
+}
+
+enum { BK_E = 1, BK_TS = 2, BK_S = 4, BK_FIRST = 8, BK_LAST = 16, BK_PU = 32, BK_B = 64,
+       BK_A = 128, BK_T = 256 };
+
+typedef struct {
+    int seen;
+    long long ts, first, last, pu;
+    const char *sym;
+    Py_ssize_t sym_n;
+} DepthText;
+
+/* The members of a depthUpdate object (after its '{'): 1, 0 not plainly one, -1 error. */
+static int scan_depth(Scan *s, DepthText *t, PyObject *b, PyObject *a, Lvs *lb, Lvs *la)
+{
+    do {
+        const char *k, *v;
+        Py_ssize_t kn, vn;
+        long long x;
+        if (!scan_str(s, &k, &kn) || !scan_ch(s, ':'))
+            return 0;
+        int bit = SPAN_IS(k, kn, "e") ? BK_E : SPAN_IS(k, kn, "E") ? BK_TS
+                  : SPAN_IS(k, kn, "s") ? BK_S : SPAN_IS(k, kn, "U") ? BK_FIRST
+                  : SPAN_IS(k, kn, "u") ? BK_LAST : SPAN_IS(k, kn, "pu") ? BK_PU
+                  : SPAN_IS(k, kn, "b") ? BK_B : SPAN_IS(k, kn, "a") ? BK_A
+                  : SPAN_IS(k, kn, "T") ? BK_T : 0;
+        if (bit == 0 || (t->seen & bit))
+            return 0;
+        t->seen |= bit;
+        if (bit == BK_E || bit == BK_S) {
+            if (!scan_str(s, &v, &vn) || (bit == BK_E && !SPAN_IS(v, vn, "depthUpdate")))
+                return 0;
+            if (bit == BK_S) {
+                t->sym = v;
+                t->sym_n = vn;
+            }
+        } else if (bit == BK_B || bit == BK_A) {
+            int rc = scan_pairs(s, bit == BK_B ? b : a, bit == BK_B ? lb : la);
+            if (rc <= 0)
+                return rc;
+        } else {
+            if (!scan_uint(s, &x))
+                return 0;
+            if (bit == BK_TS)
+                t->ts = x;
+            else if (bit == BK_FIRST)
+                t->first = x;
+            else if (bit == BK_LAST)
+                t->last = x;
+            else if (bit == BK_PU)
+                t->pu = x;
+        }
+    } while (scan_ch(s, ','));
+    return scan_ch(s, '}');
+}
+
+PyDoc_STRVAR(binance_raw_doc,
+"binance_raw(handler, raw, rts) -> list | None: binance_frame of a depthUpdate read from its\n"
+"text (str or bytes) without decoding it; None (nothing changed) for anything else.");
+
+static PyObject *binance_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("binance_raw", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *raw = args[1], *rts = args[2];
+    Scan sc;
+    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
+        sc.p = (const char *)PyUnicode_DATA(raw);
+        sc.end = sc.p + PyUnicode_GET_LENGTH(raw);
+    } else if (PyBytes_CheckExact(raw)) {
+        sc.p = PyBytes_AS_STRING(raw);
+        sc.end = sc.p + PyBytes_GET_SIZE(raw);
+    } else {
+        Py_RETURN_NONE;
+    }
+    int futures = attr_true(h, fa_futures);
+    if (futures < 0)
+        return NULL;
+    DepthText t = {0};
+    PyObject *b = PyList_New(0), *a = PyList_New(0), *s = NULL, *E = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    int rc = 0;
+    if (b == NULL || a == NULL) {
+        rc = -1;
+        goto done;
+    }
+    if (!scan_ch(&sc, '{'))
+        goto done;
+    /* {"stream":...,"data":{...}} in either order, or the data object alone */
+    const char *k, *v;
+    Py_ssize_t kn, vn;
+    Scan probe = sc;
+    if (scan_str(&probe, &k, &kn) && (SPAN_IS(k, kn, "stream") || SPAN_IS(k, kn, "data"))) {
+        int stream = 0, data = 0;
+        do {
+            rc = 0; /* until the member is read */
+            if (!scan_str(&sc, &k, &kn) || !scan_ch(&sc, ':'))
+                goto done;
+            if (SPAN_IS(k, kn, "stream") && !stream) {
+                stream = 1;
+                if (!scan_str(&sc, &v, &vn))
+                    goto done;
+            } else if (SPAN_IS(k, kn, "data") && !data) {
+                data = 1;
+                if (!scan_ch(&sc, '{') || (rc = scan_depth(&sc, &t, b, a, &lb, &la)) <= 0)
+                    goto done;
+            } else {
+                goto done;
+            }
+        } while (scan_ch(&sc, ','));
+        rc = data && stream && scan_ch(&sc, '}');
+    } else {
+        rc = scan_depth(&sc, &t, b, a, &lb, &la);
+    }
+    int need = BK_E | BK_TS | BK_S | BK_FIRST | BK_LAST | BK_B | BK_A | (futures ? BK_PU : 0);
+    if (rc <= 0 || sc.p != sc.end || (t.seen & need) != need || t.first > t.last ||
+        t.ts > MAX_TS_LL) {
+        rc = rc < 0 ? -1 : 0;
+        goto done;
+    }
+    if ((s = PyUnicode_FromStringAndSize(t.sym, t.sym_n)) == NULL ||
+        (E = PyLong_FromLongLong(t.ts)) == NULL) {
+        rc = -1;
+        goto done;
+    }
+    out = binance_update(h, rts, s, E, t.first, t.last, t.pu, futures, b, a, &lb, &la);
+    rc = 1;
+done:
+    if (rc == 0 && !PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(b);
+    Py_XDECREF(a);
+    Py_XDECREF(s);
+    Py_XDECREF(E);
     return out;
 }
 
@@ -3922,6 +4126,7 @@ static PyMethodDef methods[] = {
     {"okx_frame", (PyCFunction)(void (*)(void))okx_frame, METH_FASTCALL, okx_frame_doc},
     {"bybit_frame", (PyCFunction)(void (*)(void))bybit_frame, METH_FASTCALL, bybit_frame_doc},
     {"coinbase_raw", (PyCFunction)(void (*)(void))coinbase_raw, METH_FASTCALL, coinbase_raw_doc},
+    {"binance_raw", (PyCFunction)(void (*)(void))binance_raw, METH_FASTCALL, binance_raw_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -181,9 +181,16 @@ def _respell(raw: str, op: str, where: int) -> str | bytes:
         return json.dumps(dict(items), separators=(",", ":"))
     body = raw.rstrip()[:-1]
     if op == "twice":  # a key repeated with another value: JSON readers keep the last
+        again = json.dumps(ODD[where % len(ODD)], separators=(",", ":"))
+        inner = msg.get("data")
+        if isinstance(inner, dict) and inner and where % 2:  # inside Binance's data object
+            k = list(inner)[where % len(inner)]
+            text = json.dumps(inner, separators=(",", ":"))[:-1] + f",{json.dumps(k)}:{again}}}"
+            rest = {k2: v for k2, v in msg.items() if k2 != "data"}
+            head = json.dumps(rest, separators=(",", ":"))[:-1]
+            return (head + "," if rest else "{") + '"data":' + text + "}"
         k, _ = items[where % len(items)]
-        again = ODD[where % len(ODD)]
-        return body + "," + json.dumps(k) + ":" + json.dumps(again, separators=(",", ":")) + "}"
+        return body + "," + json.dumps(k) + ":" + again + "}"
     return body + ',"zz":1}'  # a key more
 
 
@@ -300,6 +307,18 @@ def _futures_wrong_pu(msg: Any, h: Handler) -> None:
     data["U"], data["u"], data["pu"] = seq - 1, seq + 3, seq - 7
 
 
+def _futures_no_pu(msg: Any, h: Handler) -> None:
+    """Right after a snapshot (fresh) with ``U <= seq <= u``, a diff without ``pu``: the
+    Python reads it and fails (a dead letter); nothing may apply it."""
+    sym = _book_sym(h, msg)
+    seq = h.books[sym].seq
+    assert seq is not None and isinstance(h, BinanceHandler)
+    h._sync[sym].fresh = True
+    data = msg.get("data", msg)
+    data["U"], data["u"] = seq - 1, seq + 3
+    del data["pu"]
+
+
 def _crossing_bid(msg: Any, h: Handler) -> None:
     """A bid at the best ask: the book crosses, the symbol waits for a new snapshot."""
     book = h.books[_book_sym(h, msg)]
@@ -362,6 +381,7 @@ def _stale(msg: Any, h: Handler) -> None:
 
 CRAFTED = [
     ("binance", _binance_gap_by_one), ("binance_futures", _futures_wrong_pu),
+    ("binance_futures", _futures_no_pu),
     ("binance", _crossing_bid), ("binance_futures", _crossing_bid), ("coinbase", _crossing_bid),
     ("kraken", _crossing_bid), ("okx", _crossing_bid), ("okx", _checksum_zero),
     ("okx", _okx_seq_ids), ("okx", _okx_seq_ids_bad_checksum), ("okx", _okx_repeated_seq_id),
@@ -454,3 +474,20 @@ def test_feedbook_refuses_what_book_refuses() -> None:
         copy.deepcopy(fb)  # not pickled: a handler re-snapshots
     fb.status = "stale"
     assert fb.status == "stale" and fb.seq is None
+
+
+@pytest.mark.parametrize("key", ["b", "a", "u", "type", "changes", "product_id"])
+def test_a_key_twice_in_the_text(key: str) -> None:
+    """JSON readers keep a repeated key's last value; the paths that read the text (Binance,
+    Coinbase) must not read both or the first: they leave such a frame to orjson."""
+    exchange = "coinbase" if key in ("type", "changes", "product_id") else "binance"
+    fast, ref = pair(exchange)
+    i, fr, msg = _first_update(exchange, fast, ref)
+    data = msg.get("data", msg)
+    again = {"b": [["1.5", "2"]], "a": [["999999", "1"]], "u": data.get("u"), "type": "snapshot",
+             "changes": [["buy", "1.5", "2"]], "product_id": "ETH-EUR"}[key]
+    text = json.dumps(data, separators=(",", ":"))[:-1]
+    text += f",{json.dumps(key)}:{json.dumps(again, separators=(',', ':'))}}}"
+    if "data" in msg:
+        text = '{"stream":' + json.dumps(msg["stream"]) + ',"data":' + text + "}"
+    assert_same(fast, ref, fr, text, i, full=True)

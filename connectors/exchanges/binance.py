@@ -48,6 +48,7 @@ class BinanceHandler(Handler):
 
     exchange = "binance"
     _fast = None if _native is None else staticmethod(_native.binance_frame)
+    _fast_raw = None if _native is None else staticmethod(_native.binance_raw)
     _book_type = Handler._book_type if _native is None else _native.FeedBook
     futures = False
     snapshot_path = "/api/v3/depth"
