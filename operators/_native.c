@@ -1939,12 +1939,9 @@ static int digits_of(PyObject *t, int digits, long long *out)
 }
 
 /* base.sec_to_ms of text plainly [0-9]{1,13}(\.[0-9]*)?: 1 and *ms, else 0. */
-static int sec_ms(PyObject *t, long long *ms)
+static int sec_ms_text(const char *s, Py_ssize_t n, long long *ms)
 {
-    if (!plain_ascii(t))
-        return 0;
-    const char *s = (const char *)PyUnicode_DATA(t);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(t), i = 0;
+    Py_ssize_t i = 0;
     long long whole = 0, frac = 0;
     for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
         if (i >= 13)
@@ -1970,6 +1967,11 @@ static int sec_ms(PyObject *t, long long *ms)
         frac *= 10;
     *ms = whole * 1000 + frac;
     return 1;
+}
+
+static int sec_ms(PyObject *t, long long *ms)
+{
+    return plain_ascii(t) && sec_ms_text((const char *)PyUnicode_DATA(t), PyUnicode_GET_LENGTH(t), ms);
 }
 
 /* Days from 1970-01-01 to y-m-d (proleptic Gregorian; H. Hinnant's days_from_civil). */
@@ -3187,6 +3189,56 @@ static int frame_args(const char *name, PyObject *const *args, Py_ssize_t nargs)
     return int_in(args[2], 0, MAX_TS_LL, &v);
 }
 
+/* The rest of kraken_frame (and kraken_raw) once the frame was read: the update of sym's
+ * synced book, its levels (lb, la) parsed from the emitted bids and asks, ts the newest level
+ * time, ck_o the checksum sent (or NULL). A new reference: [events], None (the Python decides)
+ * or NULL. */
+static PyObject *kraken_update(PyObject *h, PyObject *rts, PyObject *sym, PyObject *book,
+                               PyObject *depth_o, long long depth, PyObject *bids, PyObject *asks,
+                               Lvs *lb, Lvs *la, long long ts, PyObject *ck_o)
+{
+    PyObject *out = NULL, *ts_o = NULL;
+    long long seq;
+    if (ts > MAX_TS_LL || fo_kraken_py == NULL || !key_valid(h, sym) ||
+        !next_number(h, sym, &seq) ||
+        !book_ready(book, seq, 0, 0))
+        goto python;
+    long long prev;
+    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
+        goto python;
+    /* Committed from here on: as the Python path, which has changed state by now too. */
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
+        goto done;
+    PyObject *d = commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, ck_o, lb, la);
+    if (d == NULL)
+        goto done;
+    for (int side = 0; side < 2; side++) { /* _truncate: cut to the subscribed depth */
+        if (((FeedBook *)book)->book == NULL && ((FeedBook *)book)->side[side].n <= depth)
+            continue;
+        PyObject *r = PyObject_CallMethodObjArgs(h, fa_truncate, book, d, depth_o, NULL);
+        if (r == NULL) {
+            Py_DECREF(d);
+            goto done;
+        }
+        Py_DECREF(r);
+        break;
+    }
+    if (ck_o == NULL) {
+        out = list_of(d);
+        goto done;
+    }
+    PyObject *crc = book_checksum(book, 0);
+    out = crc == NULL ? NULL : checksum_step(h, sym, d, crc, ck_o, 1);
+    Py_DECREF(d);
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(ts_o);
+    return out;
+}
+
 PyDoc_STRVAR(kraken_frame_doc,
 "kraken_frame(handler, msg, rts) -> list | None: a Kraken v1 book update, as\n"
 "KrakenHandler._on_message; None (nothing changed) for anything else.");
@@ -3244,7 +3296,7 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
         goto done;
-    long long ts = 0, t, ck = 0, seq;
+    long long ts = 0, t, ck = 0;
     for (Py_ssize_t i = 1; i < n - 2; i++) {
         PyObject *p = PyList_GET_ITEM(msg, i);
         if (!PyDict_CheckExact(p))
@@ -3284,37 +3336,7 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (!digits_of(check, 18, &ck) || (ck_o = PyLong_FromLongLong(ck)) == NULL)
             goto python_or_error;
     }
-    if (ts > MAX_TS_LL || fo_kraken_py == NULL || !key_valid(h, sym) ||
-        !next_number(h, sym, &seq) ||
-        !book_ready(book, seq, 0, 0))
-        goto python;
-    long long prev;
-    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
-        goto python;
-    /* Committed from here on: as the Python path, which has changed state by now too. */
-    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
-        goto done;
-    PyObject *d = commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, ck_o, &lb, &la);
-    if (d == NULL)
-        goto done;
-    for (int side = 0; side < 2; side++) { /* _truncate: cut to the subscribed depth */
-        if (((FeedBook *)book)->book == NULL && ((FeedBook *)book)->side[side].n <= depth)
-            continue;
-        PyObject *r = PyObject_CallMethodObjArgs(h, fa_truncate, book, d, depth_o, NULL);
-        if (r == NULL) {
-            Py_DECREF(d);
-            goto done;
-        }
-        Py_DECREF(r);
-        break;
-    }
-    if (ck_o == NULL) {
-        out = list_of(d);
-        goto done;
-    }
-    PyObject *crc = book_checksum(book, 0);
-    out = crc == NULL ? NULL : checksum_step(h, sym, d, crc, ck_o, 1);
-    Py_DECREF(d);
+    out = kraken_update(h, rts, sym, book, depth_o, depth, bids, asks, &lb, &la, ts, ck_o);
     goto done;
 python_or_error:
 python:
@@ -3921,6 +3943,161 @@ done:
     return out;
 }
 
+/* -- a Kraken v1 book update read from its text -----------------------------------------------
+ * As coinbase_raw: [channelID,{"a":[[px,qty,time(,"r")],...],"b":[...],"c":"..."}(,{...}),
+ * "book-N","PAIR"] read without a decode, building only the strings and lists the event keeps;
+ * anything else (a snapshot's "as"/"bs", another or a repeated key, whitespace, an escape,
+ * non-ASCII, a level of another length) answers None before anything changed, and the frame is
+ * decoded as before. */
+
+/* One part's member "a" or "b": levels of three or four strings, into out and l; the newest
+ * time into *ts. 1, 0 not so, -1 error. */
+static int scan_kraken_levels(Scan *s, PyObject *out, Lvs *l, long long *ts)
+{
+    if (!scan_ch(s, '['))
+        return 0;
+    if (scan_ch(s, ']'))
+        return 1;
+    do {
+        const char *p, *q, *t, *r;
+        Py_ssize_t pn, qn, tn, rn;
+        long long ms;
+        if (!scan_ch(s, '[') || !scan_str(s, &p, &pn) || !scan_ch(s, ',') ||
+            !scan_str(s, &q, &qn) || !scan_ch(s, ',') || !scan_str(s, &t, &tn) ||
+            (scan_ch(s, ',') && !scan_str(s, &r, &rn)) || !scan_ch(s, ']') ||
+            !sec_ms_text(t, tn, &ms))
+            return 0;
+        PyObject *px = PyUnicode_FromStringAndSize(p, pn);
+        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(q, qn);
+        int rc = qty == NULL ? -1 : pair_into(out, l, px, qty);
+        Py_XDECREF(px);
+        Py_XDECREF(qty);
+        if (rc <= 0)
+            return rc;
+        if (ms > *ts)
+            *ts = ms;
+    } while (scan_ch(s, ','));
+    return scan_ch(s, ']');
+}
+
+PyDoc_STRVAR(kraken_raw_doc,
+"kraken_raw(handler, raw, rts) -> list | None: kraken_frame of a book update read from its\n"
+"text (str or bytes) without decoding it; None (nothing changed) for anything else.");
+
+static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("kraken_raw", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *raw = args[1], *rts = args[2];
+    Scan sc;
+    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
+        sc.p = (const char *)PyUnicode_DATA(raw);
+        sc.end = sc.p + PyUnicode_GET_LENGTH(raw);
+    } else if (PyBytes_CheckExact(raw)) {
+        sc.p = PyBytes_AS_STRING(raw);
+        sc.end = sc.p + PyBytes_GET_SIZE(raw);
+    } else {
+        Py_RETURN_NONE;
+    }
+    long long chan, ts = 0, ck = 0, depth = 0;
+    if (!scan_ch(&sc, '[') || !scan_uint(&sc, &chan) || !scan_ch(&sc, ','))
+        Py_RETURN_NONE;
+    PyObject *bids = PyList_New(0), *asks = PyList_New(0), *pair_o = NULL, *sym = NULL,
+             *book = NULL, *depth_o = NULL, *ck_o = NULL, *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    int rc = 0, parts = 0, has_ck = 0;
+    const char *c = NULL, *k;
+    Py_ssize_t cn = 0, kn;
+    if (bids == NULL || asks == NULL) {
+        rc = -1;
+        goto done;
+    }
+    while (scan_ch(&sc, '{')) { /* the parts */
+        int seen = 0;
+        do {
+            if (!scan_str(&sc, &k, &kn) || !scan_ch(&sc, ':'))
+                goto done;
+            int bit = SPAN_IS(k, kn, "b") ? 1 : SPAN_IS(k, kn, "a") ? 2 : SPAN_IS(k, kn, "c") ? 4 : 0;
+            if (bit == 0 || (seen & bit)) /* "as"/"bs" (a snapshot), another or a repeated key */
+                goto done;
+            seen |= bit;
+            if (bit == 4) {
+                if (!scan_str(&sc, &c, &cn)) /* checksum = p.get("c", checksum): the last */
+                    goto done;
+                has_ck = 1;
+            } else if ((rc = scan_kraken_levels(&sc, bit == 1 ? bids : asks, bit == 1 ? &lb : &la,
+                                                &ts)) <= 0) {
+                goto done;
+            }
+            rc = 0;
+        } while (scan_ch(&sc, ','));
+        if (!scan_ch(&sc, '}') || !scan_ch(&sc, ','))
+            goto done;
+        parts++;
+    }
+    const char *ch, *pr;
+    Py_ssize_t chn, prn;
+    if (parts == 0 || !scan_str(&sc, &ch, &chn) || !scan_ch(&sc, ',') ||
+        !scan_str(&sc, &pr, &prn) || !scan_ch(&sc, ']') || sc.p != sc.end || chn < 4 ||
+        memcmp(ch, "book", 4) != 0 || ts > MAX_TS_LL)
+        goto done;
+    if (has_ck) {
+        long long v = 0;
+        if (cn < 1 || cn > 18)
+            goto done;
+        for (Py_ssize_t i = 0; i < cn; i++) {
+            if (c[i] < '0' || c[i] > '9')
+                goto done;
+            v = v * 10 + (c[i] - '0');
+        }
+        ck = v;
+    }
+    /* the depth: int(channel.partition("-")[2] or self.depth) */
+    const char *dash = memchr(ch, '-', (size_t)chn);
+    if (dash != NULL && dash + 1 < ch + chn) {
+        Py_ssize_t dn = ch + chn - dash - 1;
+        if (dn > 9)
+            goto done;
+        for (Py_ssize_t i = 0; i < dn; i++) {
+            if (dash[1 + i] < '0' || dash[1 + i] > '9')
+                goto done;
+            depth = depth * 10 + (dash[1 + i] - '0');
+        }
+        depth_o = PyLong_FromLongLong(depth);
+    } else {
+        depth_o = PyObject_GetAttr(h, fa_depth);
+        if (!int_in(depth_o, LLONG_MIN, LLONG_MAX, &depth)) {
+            rc = clear_ordinary();
+            goto done;
+        }
+    }
+    if (depth_o == NULL || (pair_o = PyUnicode_FromStringAndSize(pr, prn)) == NULL ||
+        (has_ck && (ck_o = PyLong_FromLongLong(ck)) == NULL)) {
+        rc = -1;
+        goto done;
+    }
+    if ((sym = symbol_of(fo_kraken_symbol, pair_o)) == NULL || (book = synced_book(h, sym)) == NULL)
+        goto done;
+    out = kraken_update(h, rts, sym, book, depth_o, depth, bids, asks, &lb, &la, ts, ck_o);
+    rc = 1;
+done:
+    if (rc == 0 && !PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    Py_XDECREF(pair_o);
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(depth_o);
+    Py_XDECREF(ck_o);
+    return out;
+}
+
 /* OKX's [lv[:2] for lv in raw] into out (levels of at least two fields), its levels into s:
  * 1, else 0; -1 error. */
 static int okx_levels(PyObject *raw, PyObject *out, Lvs *s)
@@ -4127,6 +4304,7 @@ static PyMethodDef methods[] = {
     {"bybit_frame", (PyCFunction)(void (*)(void))bybit_frame, METH_FASTCALL, bybit_frame_doc},
     {"coinbase_raw", (PyCFunction)(void (*)(void))coinbase_raw, METH_FASTCALL, coinbase_raw_doc},
     {"binance_raw", (PyCFunction)(void (*)(void))binance_raw, METH_FASTCALL, binance_raw_doc},
+    {"kraken_raw", (PyCFunction)(void (*)(void))kraken_raw, METH_FASTCALL, kraken_raw_doc},
     {NULL, NULL, 0, NULL},
 };
 

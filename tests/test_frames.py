@@ -476,13 +476,25 @@ def test_feedbook_refuses_what_book_refuses() -> None:
     assert fb.status == "stale" and fb.seq is None
 
 
-@pytest.mark.parametrize("key", ["b", "a", "u", "type", "changes", "product_id"])
+@pytest.mark.parametrize("key", ["b", "a", "u", "type", "changes", "product_id", "kraken-b",
+                                 "kraken-a", "kraken-c"])
 def test_a_key_twice_in_the_text(key: str) -> None:
     """JSON readers keep a repeated key's last value; the paths that read the text (Binance,
-    Coinbase) must not read both or the first: they leave such a frame to orjson."""
-    exchange = "coinbase" if key in ("type", "changes", "product_id") else "binance"
+    Coinbase, Kraken) must not read both or the first: they leave such a frame to orjson."""
+    exchange = "coinbase" if key in ("type", "changes", "product_id") else \
+        "kraken" if key.startswith("kraken") else "binance"
     fast, ref = pair(exchange)
     i, fr, msg = _first_update(exchange, fast, ref)
+    if exchange == "kraken":
+        k = key[-1]
+        again = {"b": [["1.5", "2", "1618678133.5"]], "a": [["999999", "1", "1618678133.5"]],
+                 "c": "123"}[k]
+        part = json.dumps(msg[1], separators=(",", ":"))[:-1]
+        part += f",{json.dumps(k)}:{json.dumps(again, separators=(',', ':'))}}}"
+        rest = [json.dumps(x, separators=(",", ":")) for x in msg[2:]]
+        text = "[" + ",".join([json.dumps(msg[0]), part, *rest]) + "]"
+        assert_same(fast, ref, fr, text, i, full=True)
+        return
     data = msg.get("data", msg)
     again = {"b": [["1.5", "2"]], "a": [["999999", "1"]], "u": data.get("u"), "type": "snapshot",
              "changes": [["buy", "1.5", "2"]], "product_id": "ETH-EUR"}[key]

@@ -77,6 +77,7 @@ class KrakenHandler(Handler):
 
     exchange = "kraken"
     _fast = None if _native is None else staticmethod(_native.kraken_frame)
+    _fast_raw = None if _native is None else staticmethod(_native.kraken_raw)
     _book_type = Handler._book_type if _native is None else _native.FeedBook
 
     def __init__(self, depth: int = 1000) -> None:
