@@ -3356,6 +3356,27 @@ done:
     return out;
 }
 
+/* The rest of coinbase_frame (and coinbase_raw) once the frame was read: the update of sym's
+ * synced book, numbered by the handler, its levels (lb, la) parsed from the emitted bids and
+ * asks. A new reference: [event], None (the Python decides) or NULL. */
+static PyObject *coinbase_update(PyObject *h, PyObject *rts, PyObject *sym, PyObject *book,
+                                 long long ts, PyObject *bids, PyObject *asks, Lvs *lb, Lvs *la)
+{
+    long long seq, prev;
+    PyObject *ts_o;
+    if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0) ||
+        !int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0) {
+        Py_XDECREF(ts_o);
+        return NULL;
+    }
+    PyObject *out = list_of(commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, NULL,
+                                          lb, la));
+    Py_DECREF(ts_o);
+    return out;
+}
+
 PyDoc_STRVAR(coinbase_frame_doc,
 "coinbase_frame(handler, msg, rts) -> list | None: a Coinbase Exchange l2update, as\n"
 "CoinbaseHandler._on_message; None (nothing changed) for anything else.");
@@ -3377,11 +3398,11 @@ static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_
     PyObject *pid = time == NULL ? NULL : PyDict_GetItemWithError(msg, fm_product_id);
     if (pid == NULL || PyErr_Occurred())
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    long long ts, seq, prev;
+    long long ts;
     if (!text_is(kind, "l2update") || !PyList_CheckExact(changes) || !iso_ms(time, &ts) ||
         ts < 0 || ts > MAX_TS_LL)
         Py_RETURN_NONE;
-    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
@@ -3404,13 +3425,7 @@ static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_
         if (rc == 0)
             goto python;
     }
-    if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0))
-        goto python;
-    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
-        goto python;
-    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
-        goto done;
-    out = list_of(commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, NULL, &lb, &la));
+    out = coinbase_update(h, rts, sym, book, ts, bids, asks, &lb, &la);
     goto done;
 python:
     if (!PyErr_Occurred())
@@ -3422,7 +3437,6 @@ done:
     Py_XDECREF(book);
     Py_XDECREF(bids);
     Py_XDECREF(asks);
-    Py_XDECREF(ts_o);
     return out;
 }
 
@@ -3466,6 +3480,22 @@ static int scan_ch(Scan *s, char c)
     return 0;
 }
 
+/* A frame's text to scan: an ASCII str or bytes (scan_str refuses non-ASCII bytes). */
+static int raw_text(PyObject *raw, Scan *sc)
+{
+    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
+        sc->p = (const char *)PyUnicode_DATA(raw);
+        sc->end = sc->p + PyUnicode_GET_LENGTH(raw);
+        return 1;
+    }
+    if (PyBytes_CheckExact(raw)) {
+        sc->p = PyBytes_AS_STRING(raw);
+        sc->end = sc->p + PyBytes_GET_SIZE(raw);
+        return 1;
+    }
+    return 0;
+}
+
 #define SPAN_IS(p, n, lit) ((n) == (Py_ssize_t)sizeof(lit) - 1 && memcmp(p, lit, sizeof(lit) - 1) == 0)
 
 typedef struct {
@@ -3487,15 +3517,8 @@ static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t 
         return ready < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *h = args[0], *raw = args[1], *rts = args[2];
     Scan sc;
-    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
-        sc.p = (const char *)PyUnicode_DATA(raw);
-        sc.end = sc.p + PyUnicode_GET_LENGTH(raw);
-    } else if (PyBytes_CheckExact(raw)) {
-        sc.p = PyBytes_AS_STRING(raw);
-        sc.end = sc.p + PyBytes_GET_SIZE(raw);
-    } else {
+    if (!raw_text(raw, &sc))
         Py_RETURN_NONE;
-    }
     Change ch[MAX_CHANGES];
     int nch = 0, seen = 0; /* bits: type, product_id, changes, time */
     const char *pid = NULL, *time = NULL, *k;
@@ -3546,12 +3569,12 @@ static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t 
             time_n = vn;
         }
     } while (scan_ch(&sc, ','));
-    long long ts, seq, prev;
+    long long ts;
     if (!scan_ch(&sc, '}') || sc.p != sc.end || seen != 15 || !iso_ms_text(time, time_n, &ts) ||
         ts < 0 || ts > MAX_TS_LL)
         Py_RETURN_NONE;
     PyObject *pid_o = PyUnicode_FromStringAndSize(pid, pid_n), *sym = NULL, *book = NULL,
-             *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+             *bids = NULL, *asks = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
@@ -3573,13 +3596,7 @@ static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t 
         if (rc == 0)
             goto python;
     }
-    if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0))
-        goto python;
-    if (!int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
-        goto python;
-    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0)
-        goto done;
-    out = list_of(commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, NULL, &lb, &la));
+    out = coinbase_update(h, rts, sym, book, ts, bids, asks, &lb, &la);
     goto done;
 python:
     if (!PyErr_Occurred())
@@ -3592,7 +3609,6 @@ done:
     Py_XDECREF(book);
     Py_XDECREF(bids);
     Py_XDECREF(asks);
-    Py_XDECREF(ts_o);
     return out;
 }
 
@@ -3868,15 +3884,8 @@ static PyObject *binance_raw(PyObject *self, PyObject *const *args, Py_ssize_t n
         return ready < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *h = args[0], *raw = args[1], *rts = args[2];
     Scan sc;
-    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
-        sc.p = (const char *)PyUnicode_DATA(raw);
-        sc.end = sc.p + PyUnicode_GET_LENGTH(raw);
-    } else if (PyBytes_CheckExact(raw)) {
-        sc.p = PyBytes_AS_STRING(raw);
-        sc.end = sc.p + PyBytes_GET_SIZE(raw);
-    } else {
+    if (!raw_text(raw, &sc))
         Py_RETURN_NONE;
-    }
     int futures = attr_true(h, fa_futures);
     if (futures < 0)
         return NULL;
@@ -3991,15 +4000,8 @@ static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t na
         return ready < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *h = args[0], *raw = args[1], *rts = args[2];
     Scan sc;
-    if (PyUnicode_CheckExact(raw) && PyUnicode_IS_COMPACT_ASCII(raw)) {
-        sc.p = (const char *)PyUnicode_DATA(raw);
-        sc.end = sc.p + PyUnicode_GET_LENGTH(raw);
-    } else if (PyBytes_CheckExact(raw)) {
-        sc.p = PyBytes_AS_STRING(raw);
-        sc.end = sc.p + PyBytes_GET_SIZE(raw);
-    } else {
+    if (!raw_text(raw, &sc))
         Py_RETURN_NONE;
-    }
     long long chan, ts = 0, ck = 0, depth = 0;
     if (!scan_ch(&sc, '[') || !scan_uint(&sc, &chan) || !scan_ch(&sc, ','))
         Py_RETURN_NONE;
