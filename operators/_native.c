@@ -3722,11 +3722,16 @@ static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObjec
     if (books != NULL && PyDict_CheckExact(books))
         book = Py_XNewRef(PyDict_GetItemWithError(books, sym));
     Py_XDECREF(books);
-    if (book == NULL)
+    if (book == NULL) {
+        if (clear_ordinary() < 0)
+            goto done;
         goto python;
+    }
     PyObject *bseq = PyObject_GetAttr(book, fk_seq);
     int plain = int_in(bseq, LLONG_MIN, LLONG_MAX, &seq);
     Py_XDECREF(bseq);
+    if (!plain && clear_ordinary() < 0)
+        goto done;
     if (!plain || seq < 0 || seq == LLONG_MAX)
         goto python;
     long long prev;

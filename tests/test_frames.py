@@ -107,7 +107,7 @@ def test_recording_frame_by_frame(exchange: str, name: str) -> None:
         return count
 
     fast._fast = counting(type(fast)._fast)  # type: ignore[method-assign]
-    if type(fast)._fast_raw is not None:  # the frame's text read without a decode (Coinbase)
+    if type(fast)._fast_raw is not None:  # the text read without a decode
         fast._fast_raw = counting(type(fast)._fast_raw)  # type: ignore[method-assign]
     frames = frames_of(name)
     for i, fr in enumerate(frames):

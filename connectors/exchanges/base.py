@@ -188,8 +188,8 @@ class Handler:
     GARBAGE = (KeyError, TypeError, ValueError, IndexError, AttributeError, ArithmeticError,
                RecursionError)
 
-    # A compiled path that reads the frame's text itself, before any decode (Coinbase: see
-    # ``coinbase_raw`` in ``operators/_native.c``): ``(handler, raw, rts) -> events | None``.
+    # A compiled path that reads the frame's text itself, before any decode (Coinbase, Binance,
+    # Kraken v1: ``*_raw`` in ``operators/_native.c``): ``(handler, raw, rts) -> events | None``.
     _fast_raw: Callable[[Any, str | bytes, int], list[dict[str, Any]] | None] | None = None
 
     def on_frame(self, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
