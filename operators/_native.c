@@ -4124,6 +4124,51 @@ static int okx_levels(PyObject *raw, PyObject *out, Lvs *s)
     return 1;
 }
 
+/* The rest of okx_frame (and okx_raw) once the frame was read: inst the instId, check the
+ * checksum sent (an int, or NULL for none), seq and prev the seqIds unless numbered by the
+ * handler, the levels (lb, la) parsed from the emitted bids and asks. A new reference: [events],
+ * None (the Python decides) or NULL. */
+static PyObject *okx_update(PyObject *h, PyObject *rts, PyObject *inst, long long ts,
+                            PyObject *check, int numbered, long long seq, long long prev,
+                            PyObject *bids, PyObject *asks, Lvs *lb, Lvs *la)
+{
+    PyObject *sym = NULL, *book = NULL, *ts_o = NULL, *out = NULL;
+    if (!numbered && seq == prev && lb->n == 0 && la->n == 0)
+        goto python; /* an empty update that repeats its number: ignored */
+    if ((sym = symbol_of(fo_to_symbol, inst)) == NULL || (book = synced_book(h, sym)) == NULL)
+        goto python;
+    if (numbered) {
+        PyObject *bseq = PyObject_GetAttr(book, fk_seq);
+        int plain = int_in(bseq, LLONG_MIN, LLONG_MAX, &prev);
+        Py_XDECREF(bseq);
+        if (!plain || !next_number(h, sym, &seq))
+            goto python;
+    }
+    if (fo_okx_py == NULL || !key_valid(h, sym) || !book_ready(book, seq, prev, 1))
+        goto python;
+    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || (numbered && store_number(h, sym, seq) < 0))
+        goto done;
+    PyObject *d = commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, check, lb, la);
+    if (d == NULL)
+        goto done;
+    if (check == NULL) {
+        out = list_of(d);
+        goto done;
+    }
+    PyObject *crc = book_checksum(book, 1);
+    out = crc == NULL ? NULL : checksum_step(h, sym, d, crc, check, numbered);
+    Py_DECREF(d);
+    goto done;
+python:
+    if (!PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(sym);
+    Py_XDECREF(book);
+    Py_XDECREF(ts_o);
+    return out;
+}
+
 PyDoc_STRVAR(okx_frame_doc,
 "okx_frame(handler, msg, rts) -> list | None: an OKX books update (one book in the frame),\n"
 "as OkxHandler._on_message; None (nothing changed) for anything else.");
@@ -4157,7 +4202,7 @@ static PyObject *okx_frame(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *seq_id = PyErr_Occurred() ? NULL : PyDict_GetItemWithError(dd, fm_seq_id);
     if (ts_text == NULL || PyErr_Occurred())
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
-    long long ts, ck = 0, seq, prev;
+    long long ts, ck = 0, seq = 0, prev = 0;
     if (!digits_of(ts_text, 13, &ts))
         Py_RETURN_NONE;
     /* checksum = data.get("checksum") or None */
@@ -4172,7 +4217,7 @@ static PyObject *okx_frame(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (!int_in(seq_id, 0, MAX_INT_LL, &seq) || !int_in(prev_id, 0, MAX_INT_LL, &prev))
             return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     }
-    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
+    PyObject *bids = NULL, *asks = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
@@ -4187,43 +4232,175 @@ static PyObject *okx_frame(PyObject *self, PyObject *const *args, Py_ssize_t nar
         rc = okx_levels(araw, asks, &la);
     if (rc < 0)
         goto done;
-    if (rc == 0 || (!numbered && seq == prev && lb.n == 0 && la.n == 0))
-        goto python; /* odd levels; or an empty update that repeats its number: ignored */
-    if ((sym = symbol_of(fo_to_symbol, inst)) == NULL || (book = synced_book(h, sym)) == NULL)
-        goto python;
-    if (numbered) {
-        PyObject *bseq = PyObject_GetAttr(book, fk_seq);
-        int plain = int_in(bseq, LLONG_MIN, LLONG_MAX, &prev);
-        Py_XDECREF(bseq);
-        if (!plain || !next_number(h, sym, &seq))
-            goto python;
-    }
-    if (fo_okx_py == NULL || !key_valid(h, sym) || !book_ready(book, seq, prev, 1))
-        goto python;
-    if ((ts_o = PyLong_FromLongLong(ts)) == NULL || (numbered && store_number(h, sym, seq) < 0))
-        goto done;
-    PyObject *d = commit_update(h, book, sym, ts_o, rts, seq, prev, bids, asks, check, &lb, &la);
-    if (d == NULL)
-        goto done;
-    if (check == NULL) {
-        out = list_of(d);
-        goto done;
-    }
-    PyObject *crc = book_checksum(book, 1);
-    out = crc == NULL ? NULL : checksum_step(h, sym, d, crc, check, numbered);
-    Py_DECREF(d);
-    goto done;
-python:
-    if (!PyErr_Occurred())
-        out = Py_NewRef(Py_None);
+    out = rc == 0 ? Py_NewRef(Py_None) /* odd levels */
+                  : okx_update(h, rts, inst, ts, check, numbered, seq, prev, bids, asks, &lb, &la);
 done:
     lvs_free(&lb);
     lvs_free(&la);
-    Py_XDECREF(sym);
-    Py_XDECREF(book);
     Py_XDECREF(bids);
     Py_XDECREF(asks);
-    Py_XDECREF(ts_o);
+    return out;
+}
+
+/* -- an OKX books update read from its text ----------------------------------------------------
+ * As coinbase_raw: {"arg":{"channel":"books...","instId":...},"action":"update","data":[{"asks":
+ * [[px,qty,...],...],"bids":[...],"ts":"...","checksum":n(,"seqId":n,"prevSeqId":n)}]} read
+ * without a decode (keys in any order), building only the strings and lists the event keeps;
+ * anything else answers None before anything changed, and the frame is decoded as before. */
+
+/* A JSON integer -?(0|[1-9][0-9]{0,17}): 1 and *v, else 0. */
+static int scan_int_text(Scan *s, long long *v)
+{
+    int neg = scan_ch(s, '-');
+    if (!scan_uint(s, v))
+        return 0;
+    if (neg)
+        *v = -*v;
+    return 1;
+}
+
+/* OKX levels: [[px, qty(, more strings, up to 4)], ...] into out and l (px and qty kept). */
+static int scan_okx_levels(Scan *s, PyObject *out, Lvs *l)
+{
+    if (!scan_ch(s, '['))
+        return 0;
+    if (scan_ch(s, ']'))
+        return 1;
+    do {
+        const char *p, *q, *x;
+        Py_ssize_t pn, qn, xn;
+        int more = 0;
+        if (!scan_ch(s, '[') || !scan_str(s, &p, &pn) || !scan_ch(s, ',') || !scan_str(s, &q, &qn))
+            return 0;
+        while (scan_ch(s, ','))
+            if (++more > 2 || !scan_str(s, &x, &xn))
+                return 0;
+        if (!scan_ch(s, ']'))
+            return 0;
+        PyObject *px = PyUnicode_FromStringAndSize(p, pn);
+        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(q, qn);
+        int rc = qty == NULL ? -1 : pair_into(out, l, px, qty);
+        Py_XDECREF(px);
+        Py_XDECREF(qty);
+        if (rc <= 0)
+            return rc;
+    } while (scan_ch(s, ','));
+    return scan_ch(s, ']');
+}
+
+PyDoc_STRVAR(okx_raw_doc,
+"okx_raw(handler, raw, rts) -> list | None: okx_frame of a books update read from its text\n"
+"(str or bytes) without decoding it; None (nothing changed) for anything else.");
+
+static PyObject *okx_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    int ready = frame_args("okx_raw", args, nargs);
+    if (ready <= 0)
+        return ready < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject *h = args[0], *raw = args[1], *rts = args[2];
+    Scan sc;
+    if (!raw_text(raw, &sc))
+        Py_RETURN_NONE;
+    PyObject *bids = PyList_New(0), *asks = PyList_New(0), *inst_o = NULL, *check_o = NULL,
+             *out = NULL;
+    Lvs lb, la;
+    lvs_init(&lb);
+    lvs_init(&la);
+    int rc = 0, seen = 0, dseen = 0;
+    const char *k, *v, *inst = NULL, *tsv = NULL;
+    Py_ssize_t kn, vn, inst_n = 0, tsn = 0;
+    long long ck = 0, seq = 0, prev = 0, ts = 0;
+    if (bids == NULL || asks == NULL) {
+        rc = -1;
+        goto done;
+    }
+    if (!scan_ch(&sc, '{'))
+        goto done;
+    do { /* arg 1, action 2, data 4 */
+        if (!scan_str(&sc, &k, &kn) || !scan_ch(&sc, ':'))
+            goto done;
+        int bit = SPAN_IS(k, kn, "arg") ? 1 : SPAN_IS(k, kn, "action") ? 2
+                  : SPAN_IS(k, kn, "data") ? 4 : 0;
+        if (bit == 0 || (seen & bit))
+            goto done;
+        seen |= bit;
+        if (bit == 1) {
+            int aseen = 0;
+            if (!scan_ch(&sc, '{'))
+                goto done;
+            do {
+                if (!scan_str(&sc, &k, &kn) || !scan_ch(&sc, ':') || !scan_str(&sc, &v, &vn))
+                    goto done;
+                int abit = SPAN_IS(k, kn, "channel") ? 1 : SPAN_IS(k, kn, "instId") ? 2 : 0;
+                if (abit == 0 || (aseen & abit))
+                    goto done;
+                aseen |= abit;
+                if (abit == 1 && (vn < 5 || memcmp(v, "books", 5) != 0))
+                    goto done;
+                if (abit == 2) {
+                    inst = v;
+                    inst_n = vn;
+                }
+            } while (scan_ch(&sc, ','));
+            if (aseen != 3 || !scan_ch(&sc, '}'))
+                goto done;
+        } else if (bit == 2) {
+            if (!scan_str(&sc, &v, &vn) || !SPAN_IS(v, vn, "update"))
+                goto done;
+        } else {
+            if (!scan_ch(&sc, '[') || !scan_ch(&sc, '{'))
+                goto done;
+            do { /* asks 1, bids 2, ts 4, checksum 8, seqId 16, prevSeqId 32 */
+                if (!scan_str(&sc, &k, &kn) || !scan_ch(&sc, ':'))
+                    goto done;
+                int dbit = SPAN_IS(k, kn, "asks") ? 1 : SPAN_IS(k, kn, "bids") ? 2
+                           : SPAN_IS(k, kn, "ts") ? 4 : SPAN_IS(k, kn, "checksum") ? 8
+                           : SPAN_IS(k, kn, "seqId") ? 16 : SPAN_IS(k, kn, "prevSeqId") ? 32 : 0;
+                if (dbit == 0 || (dseen & dbit))
+                    goto done;
+                dseen |= dbit;
+                if (dbit <= 2) {
+                    if ((rc = scan_okx_levels(&sc, dbit == 2 ? bids : asks,
+                                              dbit == 2 ? &lb : &la)) <= 0)
+                        goto done;
+                    rc = 0;
+                } else if (dbit == 4) {
+                    if (!scan_str(&sc, &tsv, &tsn))
+                        goto done;
+                } else if (!scan_int_text(&sc, dbit == 8 ? &ck : dbit == 16 ? &seq : &prev)) {
+                    goto done;
+                }
+            } while (scan_ch(&sc, ','));
+            if (!scan_ch(&sc, '}') || !scan_ch(&sc, ']'))
+                goto done;
+        }
+    } while (scan_ch(&sc, ','));
+    if (!scan_ch(&sc, '}') || sc.p != sc.end || seen != 7 || !(dseen & 4) ||
+        ((dseen & 16) && (!(dseen & 32) || seq < 0 || prev < 0)))
+        goto done;
+    if (tsn < 1 || tsn > 13) /* int(data["ts"]): plain digits */
+        goto done;
+    for (Py_ssize_t i = 0; i < tsn; i++) {
+        if (tsv[i] < '0' || tsv[i] > '9')
+            goto done;
+        ts = ts * 10 + (tsv[i] - '0');
+    }
+    if ((inst_o = PyUnicode_FromStringAndSize(inst, inst_n)) == NULL ||
+        (ck != 0 && (check_o = PyLong_FromLongLong(ck)) == NULL)) {
+        rc = -1;
+        goto done;
+    }
+    out = okx_update(h, rts, inst_o, ts, check_o, !(dseen & 16), seq, prev, bids, asks, &lb, &la);
+    rc = 1;
+done:
+    if (rc == 0 && !PyErr_Occurred())
+        out = Py_NewRef(Py_None);
+    lvs_free(&lb);
+    lvs_free(&la);
+    Py_XDECREF(bids);
+    Py_XDECREF(asks);
+    Py_XDECREF(inst_o);
+    Py_XDECREF(check_o);
     return out;
 }
 
@@ -4312,6 +4489,7 @@ static PyMethodDef methods[] = {
     {"coinbase_raw", (PyCFunction)(void (*)(void))coinbase_raw, METH_FASTCALL, coinbase_raw_doc},
     {"binance_raw", (PyCFunction)(void (*)(void))binance_raw, METH_FASTCALL, binance_raw_doc},
     {"kraken_raw", (PyCFunction)(void (*)(void))kraken_raw, METH_FASTCALL, kraken_raw_doc},
+    {"okx_raw", (PyCFunction)(void (*)(void))okx_raw, METH_FASTCALL, okx_raw_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -477,14 +477,22 @@ def test_feedbook_refuses_what_book_refuses() -> None:
 
 
 @pytest.mark.parametrize("key", ["b", "a", "u", "type", "changes", "product_id", "kraken-b",
-                                 "kraken-a", "kraken-c"])
+                                 "kraken-a", "kraken-c", "okx-bids", "okx-checksum", "okx-ts"])
 def test_a_key_twice_in_the_text(key: str) -> None:
     """JSON readers keep a repeated key's last value; the paths that read the text (Binance,
     Coinbase, Kraken) must not read both or the first: they leave such a frame to orjson."""
     exchange = "coinbase" if key in ("type", "changes", "product_id") else \
-        "kraken" if key.startswith("kraken") else "binance"
+        key.partition("-")[0] if "-" in key else "binance"
     fast, ref = pair(exchange)
     i, fr, msg = _first_update(exchange, fast, ref)
+    if exchange == "okx":
+        k = key.partition("-")[2]
+        again = {"bids": [["1.5", "2", "0", "1"]], "checksum": 12345, "ts": "1652459225999"}[k]
+        inner = json.dumps(msg["data"][0], separators=(",", ":"))[:-1]
+        inner += f",{json.dumps(k)}:{json.dumps(again, separators=(',', ':'))}}}"
+        rest = json.dumps({x: y for x, y in msg.items() if x != "data"}, separators=(",", ":"))
+        assert_same(fast, ref, fr, rest[:-1] + ',"data":[' + inner + "]}", i, full=True)
+        return
     if exchange == "kraken":
         k = key[-1]
         again = {"b": [["1.5", "2", "1618678133.5"]], "a": [["999999", "1", "1618678133.5"]],

@@ -55,6 +55,7 @@ class OkxHandler(Handler):
 
     exchange = "okx"
     _fast = None if _native is None else staticmethod(_native.okx_frame)
+    _fast_raw = None if _native is None else staticmethod(_native.okx_raw)
     _book_type = Handler._book_type if _native is None else _native.FeedBook
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
