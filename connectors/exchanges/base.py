@@ -189,7 +189,8 @@ class Handler:
                RecursionError)
 
     # A compiled path that reads the frame's text itself, before any decode (Coinbase, Binance,
-    # Kraken v1: ``*_raw`` in ``operators/_native.c``): ``(handler, raw, rts) -> events | None``.
+    # Kraken v1, OKX: ``*_raw`` in ``operators/_native.c``): ``(handler, raw, rts) -> events |
+    # None``, ``None`` with nothing changed for any other text (then decoded as before).
     _fast_raw: Callable[[Any, str | bytes, int], list[dict[str, Any]] | None] | None = None
 
     def on_frame(self, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
@@ -200,7 +201,7 @@ class Handler:
             try:
                 fast = self._fast_raw(self, raw, rts)
             except self.GARBAGE as e:
-                return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
+                return self._garbage(e)
             if fast is not None:
                 return fast
         try:
@@ -214,8 +215,11 @@ class Handler:
                     return fast
             out = self._on_message(msg, rts)
         except self.GARBAGE as e:  # garbage in any field: a dead letter, never a crash
-            return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
+            return self._garbage(e)
         return out
+
+    def _garbage(self, e: Exception) -> list[dict[str, Any]]:
+        return [self._dead(f"unexpected {self.exchange} message: {type(e).__name__}: {e}")]
 
     def on_snapshot(self, symbol: str, raw: str | bytes, rts: int) -> list[dict[str, Any]]:
         """A REST depth snapshot answer for ``symbol`` received at ``rts`` (ms)."""
