@@ -1794,12 +1794,11 @@ static PyObject *fv_one, *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken
 static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq, *fk_prev_seq,
     *fk_bids, *fk_asks, *fk_checksum, *fv_book, *fv_update, *fv_ok, *fv_stale, *fv_crossed,
     *fa_stats, *fa_books, *fa_unsynced, *fa_seqs, *fa_seq_base, *fa_exchange, *fa_depth,
-    *fa_levels, *fa_head, *fa_edge, *fa_size, *fa_max_levels, *fa_status, *fa_trim_head, *fa_best,
-    *fa_top, *fa_truncate, *fa_checksum_bad, *fa_sync, *fa_synced, *fa_fresh, *fa_futures,
+    *fa_truncate, *fa_checksum_bad, *fa_sync, *fa_synced, *fa_fresh, *fa_futures,
     *fs_book_events, *fs_events, *fs_crossed, *fs_resyncs, *fs_checksum_ok, *fm_b, *fm_a, *fm_c,
-    *fm_as, *fm_bs, *fm_channel, *fm_l2update, *fm_product_id, *fm_changes, *fm_time,
-    *fm_last_update_id, *fm_stream, *fm_data, *fm_e, *fm_depth_update, *fm_U, *fm_u, *fm_E, *fm_pu,
-    *fm_s, *fm_event, *fm_arg, *fm_inst_id, *fm_seq_id, *fm_prev_seq_id, *fm_update, *fm_topic;
+    *fm_as, *fm_bs, *fm_channel, *fm_product_id, *fm_changes, *fm_time,
+    *fm_last_update_id, *fm_stream, *fm_data, *fm_e, *fm_U, *fm_u, *fm_E, *fm_pu,
+    *fm_s, *fm_event, *fm_arg, *fm_inst_id, *fm_seq_id, *fm_prev_seq_id, *fm_topic;
 
 static int intern_frame_names(void)
 {
@@ -1810,20 +1809,17 @@ static int intern_frame_names(void)
         {&fv_update, "update"}, {&fv_ok, "ok"}, {&fv_stale, "stale"}, {&fv_crossed, "crossed"},
         {&fa_stats, "stats"}, {&fa_books, "books"}, {&fa_unsynced, "_unsynced"},
         {&fa_seqs, "_seq"}, {&fa_seq_base, "seq_base"}, {&fa_exchange, "exchange"},
-        {&fa_depth, "depth"}, {&fa_levels, "levels"}, {&fa_head, "head"}, {&fa_edge, "edge"},
-        {&fa_size, "size"}, {&fa_max_levels, "max_levels"}, {&fa_status, "status"},
-        {&fa_trim_head, "_trim_head"}, {&fa_best, "best"}, {&fa_top, "top"},
-        {&fa_truncate, "_truncate"}, {&fa_checksum_bad, "_checksum_bad"}, {&fa_sync, "_sync"},
+        {&fa_depth, "depth"}, {&fa_truncate, "_truncate"}, {&fa_checksum_bad, "_checksum_bad"}, {&fa_sync, "_sync"},
         {&fa_synced, "synced"}, {&fa_fresh, "fresh"}, {&fa_futures, "futures"},
         {&fs_book_events, "book_events"}, {&fs_events, "events"}, {&fs_crossed, "crossed"},
         {&fs_resyncs, "resyncs"}, {&fs_checksum_ok, "checksum_ok"}, {&fm_b, "b"}, {&fm_a, "a"},
         {&fm_c, "c"}, {&fm_as, "as"}, {&fm_bs, "bs"}, {&fm_channel, "channel"},
-        {&fm_l2update, "l2update"}, {&fm_product_id, "product_id"}, {&fm_changes, "changes"},
+        {&fm_product_id, "product_id"}, {&fm_changes, "changes"},
         {&fm_time, "time"}, {&fm_last_update_id, "lastUpdateId"}, {&fm_stream, "stream"},
-        {&fm_data, "data"}, {&fm_e, "e"}, {&fm_depth_update, "depthUpdate"}, {&fm_U, "U"},
+        {&fm_data, "data"}, {&fm_e, "e"}, {&fm_U, "U"},
         {&fm_u, "u"}, {&fm_E, "E"}, {&fm_pu, "pu"}, {&fm_s, "s"}, {&fm_event, "event"},
         {&fm_arg, "arg"}, {&fm_inst_id, "instId"}, {&fm_seq_id, "seqId"},
-        {&fm_prev_seq_id, "prevSeqId"}, {&fm_update, "update"}, {&fm_topic, "topic"},
+        {&fm_prev_seq_id, "prevSeqId"}, {&fm_topic, "topic"},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if ((*names[i].p = PyUnicode_InternFromString(names[i].s)) == NULL)
@@ -1920,12 +1916,8 @@ static int int_in(PyObject *v, long long lo, long long hi, long long *out)
 #define MAX_TS_LL 9999999999999LL        /* events.MAX_TS */
 
 /* Plain ASCII digits [0-9]{1,digits} as a long long: 1, else 0. */
-static int digits_of(PyObject *t, int digits, long long *out)
+static int digits_text(const char *s, Py_ssize_t n, int digits, long long *out)
 {
-    if (!plain_ascii(t))
-        return 0;
-    const char *s = (const char *)PyUnicode_DATA(t);
-    Py_ssize_t n = PyUnicode_GET_LENGTH(t);
     if (n == 0 || n > digits)
         return 0;
     long long v = 0;
@@ -1936,6 +1928,29 @@ static int digits_of(PyObject *t, int digits, long long *out)
     }
     *out = v;
     return 1;
+}
+
+static int digits_of(PyObject *t, int digits, long long *out)
+{
+    return plain_ascii(t) &&
+           digits_text((const char *)PyUnicode_DATA(t), PyUnicode_GET_LENGTH(t), digits, out);
+}
+
+/* Kraken's subscribed depth of a book channel: int(channel.partition("-")[2] or self.depth),
+ * plainly. A new reference (its value in *depth); NULL without an exception where it is not
+ * plain (the Python decides), with one on an error. */
+static PyObject *kraken_depth(PyObject *h, const char *ch, Py_ssize_t n, long long *depth)
+{
+    const char *dash = memchr(ch, '-', (size_t)n);
+    if (dash != NULL && dash + 1 < ch + n)
+        return digits_text(dash + 1, ch + n - dash - 1, 9, depth) ? PyLong_FromLongLong(*depth)
+                                                                   : NULL;
+    PyObject *d = PyObject_GetAttr(h, fa_depth);
+    if (int_in(d, LLONG_MIN, LLONG_MAX, depth))
+        return d;
+    Py_XDECREF(d);
+    clear_ordinary();
+    return NULL;
 }
 
 /* base.sec_to_ms of text plainly [0-9]{1,13}(\.[0-9]*)?: 1 and *ms, else 0. */
@@ -3260,28 +3275,11 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
         snap = PyDict_Contains(first, fm_bs);
     if (snap != 0)
         return snap < 0 ? NULL : Py_NewRef(Py_None);
-    /* the depth: int(channel.partition("-")[2] or self.depth) */
     long long depth;
-    const char *cs = (const char *)PyUnicode_DATA(channel);
-    Py_ssize_t clen = PyUnicode_GET_LENGTH(channel);
-    const char *dash = memchr(cs, '-', (size_t)clen);
-    PyObject *depth_o;
-    if (dash != NULL && dash - cs + 1 < clen) {
-        depth_o = PyUnicode_Substring(channel, dash - cs + 1, clen);
-        if (depth_o == NULL)
-            return NULL;
-        if (!digits_of(depth_o, 9, &depth)) {
-            Py_DECREF(depth_o);
-            Py_RETURN_NONE;
-        }
-        Py_SETREF(depth_o, PyLong_FromLongLong(depth));
-    } else {
-        depth_o = PyObject_GetAttr(h, fa_depth);
-        if (!int_in(depth_o, LLONG_MIN, LLONG_MAX, &depth)) {
-            Py_XDECREF(depth_o);
-            return clear_ordinary() < 0 ? NULL : Py_NewRef(Py_None);
-        }
-    }
+    PyObject *depth_o = kraken_depth(h, (const char *)PyUnicode_DATA(channel),
+                                     PyUnicode_GET_LENGTH(channel), &depth);
+    if (depth_o == NULL)
+        return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *ts_o = NULL, *out = NULL;
     PyObject *check = NULL, *ck_o = NULL;
     Lvs lb, la;
@@ -4051,37 +4049,13 @@ static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t na
         !scan_str(&sc, &pr, &prn) || !scan_ch(&sc, ']') || sc.p != sc.end || chn < 4 ||
         memcmp(ch, "book", 4) != 0 || ts > MAX_TS_LL)
         goto done;
-    if (has_ck) {
-        long long v = 0;
-        if (cn < 1 || cn > 18)
-            goto done;
-        for (Py_ssize_t i = 0; i < cn; i++) {
-            if (c[i] < '0' || c[i] > '9')
-                goto done;
-            v = v * 10 + (c[i] - '0');
-        }
-        ck = v;
+    if (has_ck && !digits_text(c, cn, 18, &ck)) /* int(checksum), plainly */
+        goto done;
+    if ((depth_o = kraken_depth(h, ch, chn, &depth)) == NULL) {
+        rc = PyErr_Occurred() ? -1 : 0;
+        goto done;
     }
-    /* the depth: int(channel.partition("-")[2] or self.depth) */
-    const char *dash = memchr(ch, '-', (size_t)chn);
-    if (dash != NULL && dash + 1 < ch + chn) {
-        Py_ssize_t dn = ch + chn - dash - 1;
-        if (dn > 9)
-            goto done;
-        for (Py_ssize_t i = 0; i < dn; i++) {
-            if (dash[1 + i] < '0' || dash[1 + i] > '9')
-                goto done;
-            depth = depth * 10 + (dash[1 + i] - '0');
-        }
-        depth_o = PyLong_FromLongLong(depth);
-    } else {
-        depth_o = PyObject_GetAttr(h, fa_depth);
-        if (!int_in(depth_o, LLONG_MIN, LLONG_MAX, &depth)) {
-            rc = clear_ordinary();
-            goto done;
-        }
-    }
-    if (depth_o == NULL || (pair_o = PyUnicode_FromStringAndSize(pr, prn)) == NULL ||
+    if ((pair_o = PyUnicode_FromStringAndSize(pr, prn)) == NULL ||
         (has_ck && (ck_o = PyLong_FromLongLong(ck)) == NULL)) {
         rc = -1;
         goto done;
@@ -4378,13 +4352,8 @@ static PyObject *okx_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     if (!scan_ch(&sc, '}') || sc.p != sc.end || seen != 7 || !(dseen & 4) ||
         ((dseen & 16) && (!(dseen & 32) || seq < 0 || prev < 0)))
         goto done;
-    if (tsn < 1 || tsn > 13) /* int(data["ts"]): plain digits */
+    if (!digits_text(tsv, tsn, 13, &ts)) /* int(data["ts"]): plain digits */
         goto done;
-    for (Py_ssize_t i = 0; i < tsn; i++) {
-        if (tsv[i] < '0' || tsv[i] > '9')
-            goto done;
-        ts = ts * 10 + (tsv[i] - '0');
-    }
     if ((inst_o = PyUnicode_FromStringAndSize(inst, inst_n)) == NULL ||
         (ck != 0 && (check_o = PyLong_FromLongLong(ck)) == NULL)) {
         rc = -1;
