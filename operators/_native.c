@@ -86,23 +86,34 @@ static const char *scan_num(const char *p, const char *end)
  * building a str or hashing one. 0 for anything else: the caller asks the Python parser. */
 #define SCALE 18
 #define MAX_CHARS 100 /* operators.fixed.MAX_CHARS: longer text is refused by parse */
+static const unsigned long long POW10[20] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL, 100000000ULL,
+    1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL, 100000000000000000ULL,
+    1000000000000000000ULL, 10000000000000000000ULL};
+
 static int fast_units(const char *s, Py_ssize_t n, unsigned __int128 *units, int *dp)
 {
     unsigned __int128 v = 0;
-    int digits = 0, frac = -1;
+    unsigned long long acc = 0; /* the digits not yet in v: 128-bit arithmetic once per 19 */
+    int digits = 0, frac = -1, run = 0;
     if (n == 0 || n > MAX_CHARS || s[0] < '0' || s[0] > '9')
         return 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (c >= '0' && c <= '9') {
-            if (frac >= 0)
-                frac++;
-            if (v == 0 && c == '0')
+        unsigned c = (unsigned)(unsigned char)s[i] - '0';
+        if (c <= 9) {
+            frac += frac >= 0;
+            if (digits == 0 && c == 0)
                 continue; /* leading zeros */
             if (++digits > 38)
                 return 0;
-            v = v * 10 + (unsigned)(c - '0');
-        } else if (c == '.' && frac < 0) {
+            acc = acc * 10 + c;
+            if (++run == 19) {
+                v = v * POW10[19] + acc;
+                acc = 0;
+                run = 0;
+            }
+        } else if (s[i] == '.' && frac < 0) {
             frac = 0;
         } else {
             return 0;
@@ -111,11 +122,20 @@ static int fast_units(const char *s, Py_ssize_t n, unsigned __int128 *units, int
     int d = frac < 0 ? 0 : frac;
     if (d > SCALE || digits + SCALE - d > 38)
         return 0;
-    for (int k = d; k < SCALE; k++)
-        v *= 10;
-    *units = v;
+    v = v != 0 ? v * POW10[run] + acc : acc;
+    *units = v <= ULLONG_MAX ? (unsigned __int128)(unsigned long long)v * POW10[SCALE - d]
+                             : v * POW10[SCALE - d];
     *dp = d;
     return 1;
+}
+
+/* A str of an ASCII span (the scanners checked it: no UTF-8 decoder needed to build it). */
+static PyObject *ascii_str(const char *p, Py_ssize_t n)
+{
+    PyObject *t = PyUnicode_New(n, 127);
+    if (t != NULL)
+        memcpy(PyUnicode_DATA(t), p, (size_t)n);
+    return t;
 }
 
 static PyObject *long_of(unsigned __int128 v)
@@ -269,7 +289,7 @@ static int decode_one(PyObject *value, const char *prefix, Py_ssize_t plen, PyOb
     if (same_px < 0)
         return -1;
     if (same_px == 0) {
-        PyObject *px_s = PyUnicode_FromStringAndSize(px, px_end - px);
+        PyObject *px_s = ascii_str(px, px_end - px);
         if (px_s == NULL)
             return -1;
         int rc = units_into(px, px_end, px_s, memo, cols[PX_U], cols[PX_DP]);
@@ -283,7 +303,7 @@ static int decode_one(PyObject *value, const char *prefix, Py_ssize_t plen, PyOb
     if (same_qty < 0)
         return -1;
     if (same_qty == 0) {
-        PyObject *qty_s = PyUnicode_FromStringAndSize(qty, qty_end - qty);
+        PyObject *qty_s = ascii_str(qty, qty_end - qty);
         if (qty_s == NULL)
             return -1;
         int rc = units_into(qty, qty_end, qty_s, memo, cols[QTY_U], cols[QTY_DP]);
@@ -294,7 +314,7 @@ static int decode_one(PyObject *value, const char *prefix, Py_ssize_t plen, PyOb
             return rc;
     }
     if (append_int(cols[TS], last, ts) < 0 || append_int(cols[RTS], last, rts) < 0 ||
-        append_new(cols[IDS], PyUnicode_FromStringAndSize(s, e - s)) < 0 ||
+        append_new(cols[IDS], ascii_str(s, e - s)) < 0 ||
         PyList_Append(cols[SIDE], side) < 0)
         return -1;
     return 1;
@@ -3571,7 +3591,7 @@ static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!scan_ch(&sc, '}') || sc.p != sc.end || seen != 15 || !iso_ms_text(time, time_n, &ts) ||
         ts < 0 || ts > MAX_TS_LL)
         Py_RETURN_NONE;
-    PyObject *pid_o = PyUnicode_FromStringAndSize(pid, pid_n), *sym = NULL, *book = NULL,
+    PyObject *pid_o = ascii_str(pid, pid_n), *sym = NULL, *book = NULL,
              *bids = NULL, *asks = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
@@ -3583,8 +3603,8 @@ static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t 
     if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
         goto done;
     for (int i = 0; i < nch; i++) {
-        PyObject *px = PyUnicode_FromStringAndSize(ch[i].px, ch[i].px_n);
-        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(ch[i].qty, ch[i].qty_n);
+        PyObject *px = ascii_str(ch[i].px, ch[i].px_n);
+        PyObject *qty = px == NULL ? NULL : ascii_str(ch[i].qty, ch[i].qty_n);
         int rc = qty == NULL ? -1 : pair_into(ch[i].buy ? bids : asks, ch[i].buy ? &lb : &la,
                                               px, qty);
         Py_XDECREF(px); /* the emitted pair holds them, and the levels borrow from it */
@@ -3811,8 +3831,8 @@ static int scan_pairs(Scan *s, PyObject *out, Lvs *l)
         if (!scan_ch(s, '[') || !scan_str(s, &p, &pn) || !scan_ch(s, ',') ||
             !scan_str(s, &q, &qn) || !scan_ch(s, ']'))
             return 0;
-        PyObject *px = PyUnicode_FromStringAndSize(p, pn);
-        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(q, qn);
+        PyObject *px = ascii_str(p, pn);
+        PyObject *qty = px == NULL ? NULL : ascii_str(q, qn);
         int rc = qty == NULL ? -1 : pair_into(out, l, px, qty);
         Py_XDECREF(px);
         Py_XDECREF(qty);
@@ -3936,7 +3956,7 @@ static PyObject *binance_raw(PyObject *self, PyObject *const *args, Py_ssize_t n
         rc = rc < 0 ? -1 : 0;
         goto done;
     }
-    if ((s = PyUnicode_FromStringAndSize(t.sym, t.sym_n)) == NULL ||
+    if ((s = ascii_str(t.sym, t.sym_n)) == NULL ||
         (E = PyLong_FromLongLong(t.ts)) == NULL) {
         rc = -1;
         goto done;
@@ -3979,8 +3999,8 @@ static int scan_kraken_levels(Scan *s, PyObject *out, Lvs *l, long long *ts)
             (scan_ch(s, ',') && !scan_str(s, &r, &rn)) || !scan_ch(s, ']') ||
             !sec_ms_text(t, tn, &ms))
             return 0;
-        PyObject *px = PyUnicode_FromStringAndSize(p, pn);
-        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(q, qn);
+        PyObject *px = ascii_str(p, pn);
+        PyObject *qty = px == NULL ? NULL : ascii_str(q, qn);
         int rc = qty == NULL ? -1 : pair_into(out, l, px, qty);
         Py_XDECREF(px);
         Py_XDECREF(qty);
@@ -4055,7 +4075,7 @@ static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t na
         rc = PyErr_Occurred() ? -1 : 0;
         goto done;
     }
-    if ((pair_o = PyUnicode_FromStringAndSize(pr, prn)) == NULL ||
+    if ((pair_o = ascii_str(pr, prn)) == NULL ||
         (has_ck && (ck_o = PyLong_FromLongLong(ck)) == NULL)) {
         rc = -1;
         goto done;
@@ -4251,8 +4271,8 @@ static int scan_okx_levels(Scan *s, PyObject *out, Lvs *l)
                 return 0;
         if (!scan_ch(s, ']'))
             return 0;
-        PyObject *px = PyUnicode_FromStringAndSize(p, pn);
-        PyObject *qty = px == NULL ? NULL : PyUnicode_FromStringAndSize(q, qn);
+        PyObject *px = ascii_str(p, pn);
+        PyObject *qty = px == NULL ? NULL : ascii_str(q, qn);
         int rc = qty == NULL ? -1 : pair_into(out, l, px, qty);
         Py_XDECREF(px);
         Py_XDECREF(qty);
@@ -4354,7 +4374,7 @@ static PyObject *okx_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         goto done;
     if (!digits_text(tsv, tsn, 13, &ts)) /* int(data["ts"]): plain digits */
         goto done;
-    if ((inst_o = PyUnicode_FromStringAndSize(inst, inst_n)) == NULL ||
+    if ((inst_o = ascii_str(inst, inst_n)) == NULL ||
         (ck != 0 && (check_o = PyLong_FromLongLong(ck)) == NULL)) {
         rc = -1;
         goto done;

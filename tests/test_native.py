@@ -149,6 +149,20 @@ def test_compiled_book_levels_equal_the_python_path(raw: Any, cold: bool) -> Non
     assert book_levels(raw) == _book_levels_py(raw)
 
 
+def test_compiled_units_at_the_digit_boundaries() -> None:
+    """The C parser keeps 19 digits in a 64-bit word before each 128-bit step: numbers of
+    18 to 39 significant digits, with 0 to 19 decimals, parse as the Python does."""
+    for digits in (1, 18, 19, 20, 21, 37, 38, 39):
+        for dp in (0, 1, 2, 17, 18, 19):
+            for lead in ("", "0", "000"):
+                text = lead + "9" * digits
+                if dp:
+                    text = text[:-dp] + "." + text[-dp:] if dp < len(text) else "0." + text
+                for raw in ([[text, "1"]], [["1", text]], [[text.replace("9", "1", 1), text]]):
+                    clear_caches()
+                    assert book_levels(raw) == _book_levels_py(raw), raw
+
+
 def test_book_levels_is_the_compiled_one() -> None:
     assert book_levels is not _book_levels_py
     assert book_levels([["2683.80", "0"]]) == [(2683800000000000000000, "2683.80", 0, "0")]
