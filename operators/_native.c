@@ -1813,7 +1813,7 @@ static PyObject *fv_one, *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken
     *fo_okx_py;
 static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq, *fk_prev_seq,
     *fk_bids, *fk_asks, *fk_checksum, *fv_book, *fv_update, *fv_ok, *fv_stale, *fv_crossed,
-    *fa_stats, *fa_books, *fa_unsynced, *fa_seqs, *fa_seq_base, *fa_exchange, *fa_depth,
+    *fa_stats, *fa_tally, *fa_books, *fa_unsynced, *fa_seqs, *fa_seq_base, *fa_exchange, *fa_depth,
     *fa_truncate, *fa_checksum_bad, *fa_sync, *fa_synced, *fa_fresh, *fa_futures,
     *fs_book_events, *fs_events, *fs_crossed, *fs_resyncs, *fs_checksum_ok, *fm_b, *fm_a, *fm_c,
     *fm_as, *fm_bs, *fm_channel, *fm_product_id, *fm_changes, *fm_time,
@@ -1827,7 +1827,7 @@ static int intern_frame_names(void)
         {&fk_action, "action"}, {&fk_seq, "seq"}, {&fk_prev_seq, "prev_seq"},
         {&fk_bids, "bids"}, {&fk_asks, "asks"}, {&fk_checksum, "checksum"}, {&fv_book, "book"},
         {&fv_update, "update"}, {&fv_ok, "ok"}, {&fv_stale, "stale"}, {&fv_crossed, "crossed"},
-        {&fa_stats, "stats"}, {&fa_books, "books"}, {&fa_unsynced, "_unsynced"},
+        {&fa_stats, "stats"}, {&fa_tally, "_tally"}, {&fa_books, "books"}, {&fa_unsynced, "_unsynced"},
         {&fa_seqs, "_seq"}, {&fa_seq_base, "seq_base"}, {&fa_exchange, "exchange"},
         {&fa_depth, "depth"}, {&fa_truncate, "_truncate"}, {&fa_checksum_bad, "_checksum_bad"}, {&fa_sync, "_sync"},
         {&fa_synced, "synced"}, {&fa_fresh, "fresh"}, {&fa_futures, "futures"},
@@ -2170,7 +2170,19 @@ typedef struct {
 typedef struct {
     Entry *v;
     Py_ssize_t n, cap;
+    unsigned long long gen; /* moved by every change: what a side's cached text was built at */
 } Row;
+
+/* A side's part of Kraken's checksum text (its top 10 fragments, joined), with the running CRC
+ * after it for the asks (they come first): an update touches one side, and the other side's
+ * part is reused as it was (see book_crc). */
+typedef struct {
+    unsigned char *buf;
+    size_t n, cap;
+    unsigned long long gen; /* the row's gen it was built at */
+    int valid;
+    uint32_t crc; /* asks: the running CRC after this text */
+} SideText;
 
 typedef struct {
     PyObject_HEAD
@@ -2178,12 +2190,17 @@ typedef struct {
     PyObject *seq, *status, *book; /* book: the plain Book it became, or NULL */
     Frag *frags;                   /* NFRAGS of them once a checksum was asked */
     int frag_mode;                 /* which checksum they are for */
+    SideText text[2];              /* Kraken's checksum text of each side */
 } FeedBook;
 
 static PyTypeObject FeedBookType;
 
 static void frags_clear(FeedBook *b)
 {
+    for (int s = 0; s < 2; s++) { /* a side's text is made of fragments: gone with them */
+        PyMem_Free(b->text[s].buf);
+        memset(&b->text[s], 0, sizeof(SideText));
+    }
     for (int i = 0; b->frags != NULL && i < NFRAGS; i++) {
         Py_CLEAR(b->frags[i].px);
         Py_CLEAR(b->frags[i].qty);
@@ -2200,6 +2217,7 @@ static void row_clear(Row *r)
     Py_ssize_t n = r->n;
     r->v = NULL;
     r->n = r->cap = 0;
+    r->gen++;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_DECREF(v[i].px);
         Py_DECREF(v[i].qty);
@@ -2235,6 +2253,7 @@ static Py_ssize_t row_find(Row *r, unsigned __int128 k, int ask, int *found)
 static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *px, PyObject *qty)
 {
     int found;
+    r->gen++;
     Py_ssize_t i = row_find(r, k, ask, &found);
     if (found) {
         Entry *e = &r->v[i];
@@ -2459,6 +2478,7 @@ static int fb_load(FeedBook *b, int s, PyObject *levels)
         r->v[j].qty = Py_NewRef(PyTuple_GET_ITEM(lv, 3));
     }
     r->n = kept;
+    r->gen++;
     rc = 0;
 done:
     PyMem_Free(l);
@@ -2628,6 +2648,7 @@ static PyObject *fb_cut(FeedBook *b, PyObject *const *args, Py_ssize_t nargs)
     }
     memmove(r->v, r->v + extra, (size_t)(r->n - extra) * sizeof(Entry));
     r->n -= extra;
+    r->gen++;
     return out;
 }
 
@@ -2790,35 +2811,106 @@ static PyTypeObject FeedBookType = {
     .tp_new = fb_new,
 };
 
-/* stats[name] += 1 */
-static int stat_inc(PyObject *stats, PyObject *name)
+/* -- Tally: the counters the compiled paths move ----------------------------------------------
+ * stats[name] += 1 on a dict of ints was three lookups and an int made per counter, a tenth of a
+ * small frame. A handler keeps a Tally (Handler._tally) the compiled paths add to, and its
+ * `stats` property folds it into the dict when read (the Python adds to the dict directly:
+ * additions commute). */
+enum { T_EVENTS, T_BOOK_EVENTS, T_CHECKSUM_OK, T_CROSSED, T_RESYNCS, T_SLOTS };
+
+typedef struct {
+    PyObject_HEAD
+    long long n[T_SLOTS];
+} Tally;
+
+static PyTypeObject TallyType;
+
+static PyObject *tally_name(int slot)
 {
-    if (PyDict_CheckExact(stats)) { /* the handlers' stats: a dict of ints */
-        PyObject *cur = PyDict_GetItemWithError(stats, name);
-        long long n;
-        if (cur != NULL && int_in(cur, LLONG_MIN, LLONG_MAX - 1, &n)) {
-            PyObject *next = PyLong_FromLongLong(n + 1);
-            int rc = next == NULL ? -1 : PyDict_SetItem(stats, name, next);
-            Py_XDECREF(next);
-            return rc;
-        }
-        if (PyErr_Occurred())
-            return -1;
-    }
-    PyObject *v = PyObject_GetItem(stats, name);
-    if (v == NULL)
-        return -1;
-    PyObject *w = PyNumber_Add(v, fv_one);
-    Py_DECREF(v);
-    if (w == NULL)
-        return -1;
-    int rc = PyObject_SetItem(stats, name, w);
-    Py_DECREF(w);
+    PyObject *names[T_SLOTS] = {fs_events, fs_book_events, fs_checksum_ok, fs_crossed,
+                                fs_resyncs};
+    return names[slot];
+}
+
+/* stats[name] += by, for any mapping. */
+static int stat_add(PyObject *stats, PyObject *name, long long by)
+{
+    PyObject *v = PyObject_GetItem(stats, name), *d = v == NULL ? NULL : PyLong_FromLongLong(by);
+    PyObject *w = d == NULL ? NULL : PyNumber_Add(v, d);
+    int rc = w == NULL ? -1 : PyObject_SetItem(stats, name, w);
+    Py_XDECREF(v);
+    Py_XDECREF(d);
+    Py_XDECREF(w);
     return rc;
 }
 
+/* The handler's counter of slot moved by one: in its Tally, else (none) in its stats. */
+static int count_one(PyObject *h, PyObject *tally, int slot)
+{
+    if (tally != NULL && Py_TYPE(tally) == &TallyType) {
+        ((Tally *)tally)->n[slot]++;
+        return 0;
+    }
+    PyObject *stats = PyObject_GetAttr(h, fa_stats);
+    int rc = stats == NULL ? -1 : stat_add(stats, tally_name(slot), 1);
+    Py_XDECREF(stats);
+    return rc;
+}
+
+/* The handler's Tally (a new reference), or NULL without an exception where it has none. */
+static PyObject *tally_of(PyObject *h)
+{
+    PyObject *t = PyObject_GetAttr(h, fa_tally);
+    if (t == NULL || Py_TYPE(t) != &TallyType) {
+        Py_XDECREF(t);
+        clear_ordinary();
+        return NULL;
+    }
+    return t;
+}
+
+static PyObject *tally_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw) != 0)) {
+        PyErr_SetString(PyExc_TypeError, "Tally() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+/* Tally.fold(stats): every count added into the mapping, then zero. */
+static PyObject *tally_fold(Tally *t, PyObject *stats)
+{
+    for (int i = 0; i < T_SLOTS; i++) {
+        long long by = t->n[i];
+        if (by == 0)
+            continue;
+        t->n[i] = 0; /* first: the mapping's code could fold again */
+        if (stat_add(stats, tally_name(i), by) < 0) {
+            t->n[i] += by;
+            return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef tally_methods[] = {
+    {"fold", (PyCFunction)tally_fold, METH_O, "fold(stats): the counts added into stats, then 0."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject TallyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "operators._native.Tally",
+    .tp_basicsize = sizeof(Tally),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Counters the compiled book frames move, folded into a handler's stats when read.",
+    .tp_methods = tally_methods,
+    .tp_new = tally_new,
+};
+
 /* Handler._lose_sync */
-static int lose_sync(PyObject *h, PyObject *stats, PyObject *sym)
+static int lose_sync(PyObject *h, PyObject *tally, PyObject *sym)
 {
     PyObject *unsynced = PyObject_GetAttr(h, fa_unsynced);
     if (unsynced == NULL)
@@ -2826,7 +2918,7 @@ static int lose_sync(PyObject *h, PyObject *stats, PyObject *sym)
     int has = PySequence_Contains(unsynced, sym), rc = has < 0 ? -1 : 0;
     if (has == 0) {
         PyObject *r = PyObject_CallMethod(unsynced, "add", "(O)", sym);
-        rc = (r == NULL || stat_inc(stats, fs_resyncs) < 0) ? -1 : 0;
+        rc = (r == NULL || count_one(h, tally, T_RESYNCS) < 0) ? -1 : 0;
         Py_XDECREF(r);
     }
     Py_DECREF(unsynced);
@@ -2916,7 +3008,7 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
                                PyObject *rts, long long seq, long long prev, PyObject *bids,
                                PyObject *asks, PyObject *checksum, Lvs *lb, Lvs *la)
 {
-    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL, *stats = NULL;
+    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL, *tally = NULL;
     FeedBook *fb = (FeedBook *)book;
     int crossed;
     if ((ex = PyObject_GetAttr(h, fa_exchange)) == NULL ||
@@ -2939,11 +3031,10 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
     Py_SETREF(fb->seq, Py_NewRef(seq_o));
     crossed = fb_crossed(fb);
     Py_SETREF(fb->status, Py_NewRef(crossed ? fv_crossed : fv_ok));
-    if ((stats = PyObject_GetAttr(h, fa_stats)) == NULL)
+    tally = tally_of(h);
+    if (crossed && (count_one(h, tally, T_CROSSED) < 0 || lose_sync(h, tally, sym) < 0))
         goto error;
-    if (crossed && (stat_inc(stats, fs_crossed) < 0 || lose_sync(h, stats, sym) < 0))
-        goto error;
-    if (stat_inc(stats, fs_book_events) < 0 || stat_inc(stats, fs_events) < 0)
+    if (count_one(h, tally, T_BOOK_EVENTS) < 0 || count_one(h, tally, T_EVENTS) < 0)
         goto error;
     goto done;
 error:
@@ -2952,7 +3043,7 @@ done:
     Py_XDECREF(ex);
     Py_XDECREF(seq_o);
     Py_XDECREF(prev_o);
-    Py_XDECREF(stats);
+    Py_XDECREF(tally);
     return d;
 }
 
@@ -3056,13 +3147,13 @@ static PyObject *list_of(PyObject *d)
 static PyObject *checksum_step(PyObject *h, PyObject *sym, PyObject *d, PyObject *crc,
                                PyObject *theirs, int numbered)
 {
-    PyObject *stats = NULL, *out = NULL;
+    PyObject *tally = NULL, *out = NULL;
     int same = crc == NULL ? -1 : PyObject_RichCompareBool(crc, theirs, Py_EQ);
     Py_XDECREF(crc);
     if (same < 0)
         goto done;
     if (same) {
-        if ((stats = PyObject_GetAttr(h, fa_stats)) == NULL || stat_inc(stats, fs_checksum_ok) < 0)
+        if (count_one(h, tally = tally_of(h), T_CHECKSUM_OK) < 0)
             goto done;
         out = list_of(Py_NewRef(d));
     } else {
@@ -3070,7 +3161,7 @@ static PyObject *checksum_step(PyObject *h, PyObject *sym, PyObject *d, PyObject
                                          numbered ? Py_True : Py_False, NULL);
     }
 done:
-    Py_XDECREF(stats);
+    Py_XDECREF(tally);
     return out;
 }
 
@@ -3147,6 +3238,42 @@ static int crc_level(CrcText *t, FeedBook *b, Row *r, Py_ssize_t i, char sep, in
     return 1;
 }
 
+/* Side s's part of Kraken's checksum text (its best 10 levels' fragments, best first), rebuilt
+ * only where the row changed since; the asks' running CRC with it. 1, or as crc_level: 0 (not
+ * plain: the caller asks the Python reference), -1 error. */
+static int side_text(FeedBook *b, int s)
+{
+    SideText *st = &b->text[s];
+    Row *r = &b->side[s];
+    if (st->valid && st->gen == r->gen)
+        return 1;
+    st->valid = 0;
+    st->n = 0;
+    for (Py_ssize_t i = 0; i < r->n && i < 10; i++) {
+        int rc;
+        Frag *f = frag_of(b, &r->v[r->n - 1 - i], 1, &rc);
+        if (f == NULL)
+            return rc;
+        if (st->n + (size_t)f->n > st->cap) {
+            size_t cap = 2 * (st->n + (size_t)f->n) + 256;
+            unsigned char *buf = PyMem_Realloc(st->buf, cap);
+            if (buf == NULL) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            st->buf = buf;
+            st->cap = cap;
+        }
+        memcpy(st->buf + st->n, f->frag, (size_t)f->n);
+        st->n += (size_t)f->n;
+    }
+    if (s == 1)
+        st->crc = crc_bytes(0xFFFFFFFFu, st->buf, st->n);
+    st->gen = r->gen;
+    st->valid = 1;
+    return 1;
+}
+
 /* The checksum of a FeedBook's top: Kraken's (okx 0: the best 10 asks then 10 bids, digits
  * only, unsigned) or OKX's (okx 1: 25 bids and asks interleaved, ':'-joined, signed), as
  * kraken_crc/okx_crc of its top(n). A new reference; None where a level is not a plain pair of
@@ -3165,30 +3292,30 @@ static PyObject *book_crc(PyObject *book, int okx)
             return PyErr_NoMemory();
         b->frag_mode = mode;
     }
-    Py_ssize_t n = okx ? 25 : 10;
-    Py_ssize_t nb = bids->n < n ? bids->n : n, na = asks->n < n ? asks->n : n;
+    if (!okx) { /* asks then bids: each side's part kept until its row changes */
+        int rc = side_text(b, 1);
+        if (rc > 0)
+            rc = side_text(b, 0);
+        if (rc <= 0)
+            return rc < 0 ? NULL : Py_NewRef(Py_None);
+        uint32_t crc = crc_bytes(b->text[1].crc, b->text[0].buf, b->text[0].n) ^ 0xFFFFFFFFu;
+        return PyLong_FromUnsignedLong(crc);
+    }
+    Py_ssize_t n = 25, nb = bids->n < n ? bids->n : n, na = asks->n < n ? asks->n : n;
     CrcText *t = &crc_input; /* no Python code runs while it is written: the GIL keeps it ours */
     t->n = 0;
     int rc = 1;
-    if (okx) {
-        for (Py_ssize_t i = 0; i < n && rc > 0; i++) {
-            if (i < nb)
-                rc = crc_level(t, b, bids, i, ':', mode);
-            if (i < na && rc > 0)
-                rc = crc_level(t, b, asks, i, ':', mode);
-        }
-    } else {
-        for (Py_ssize_t i = 0; i < na && rc > 0; i++)
-            rc = crc_level(t, b, asks, i, 0, mode);
-        for (Py_ssize_t i = 0; i < nb && rc > 0; i++)
-            rc = crc_level(t, b, bids, i, 0, mode);
+    for (Py_ssize_t i = 0; i < n && rc > 0; i++) { /* OKX: bids and asks interleaved */
+        if (i < nb)
+            rc = crc_level(t, b, bids, i, ':', mode);
+        if (i < na && rc > 0)
+            rc = crc_level(t, b, asks, i, ':', mode);
     }
     if (rc <= 0)
         return rc < 0 ? NULL : Py_NewRef(Py_None);
     uint32_t crc = crc_bytes(0xFFFFFFFFu, t->buf, t->n) ^ 0xFFFFFFFFu;
-    return !okx ? PyLong_FromUnsignedLong(crc)
-                : PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
-                                                        : (long long)crc);
+    return PyLong_FromLongLong(crc & 0x80000000u ? (long long)crc - 0x100000000LL
+                                                 : (long long)crc);
 }
 
 /* book_crc, or the Python reference (fn: kraken_checksum_py(asks, bids) or
@@ -4499,10 +4626,11 @@ PyMODINIT_FUNC PyInit__native(void)
     if (s_buy == NULL || s_sell == NULL || zero == NULL || fmt_big == NULL || intern_names() < 0 ||
         intern_candle_names() < 0 || intern_frame_names() < 0)
         return NULL;
-    if (PyType_Ready(&FeedBookType) < 0)
+    if (PyType_Ready(&FeedBookType) < 0 || PyType_Ready(&TallyType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
-    if (m != NULL && PyModule_AddObjectRef(m, "FeedBook", (PyObject *)&FeedBookType) < 0)
+    if (m != NULL && (PyModule_AddObjectRef(m, "FeedBook", (PyObject *)&FeedBookType) < 0 ||
+                      PyModule_AddObjectRef(m, "Tally", (PyObject *)&TallyType) < 0))
         Py_CLEAR(m);
     return m;
 }

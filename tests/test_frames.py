@@ -245,6 +245,41 @@ def test_generated_streams(exchange: str, steps: list[tuple[str, int, int]], sta
     assert full_state(fast) == full_state(ref)
 
 
+@pytest.mark.parametrize("exchange", ["kraken", "coinbase"])
+def test_counters_read_only_at_the_end(exchange: str) -> None:
+    """The compiled paths count in the handler's Tally, folded into ``stats`` when read: read
+    once after a whole session (the Python meanwhile adding to the same counters), they are the
+    reference's."""
+    name = dict(RECORDINGS)[exchange]
+    fast, ref = pair(exchange)
+    for fr in frames_of(name):
+        feed(fast, fr)
+        feed(ref, fr)
+    assert fast._tally is not None and ref.stats["checksum_ok" if exchange == "kraken"
+                                                  else "book_events"] > 1000
+    assert fast.stats == ref.stats
+    assert fast.stats == ref.stats  # read again: folded once, nothing left over
+
+
+def test_tally_folds_into_any_mapping_and_keeps_what_it_could_not() -> None:
+    native = events._native
+    assert native is not None
+    with pytest.raises(TypeError):
+        native.Tally(1)
+    fast, _ = pair("kraken")
+    emitted = sum(len(feed(fast, fr)) for fr in frames_of(dict(RECORDINGS)["kraken"])[:200])
+    pending = fast._tally
+    assert pending is not None
+    with pytest.raises(KeyError):  # a mapping without the counters: nothing is lost
+        pending.fold({})
+    counts = dict.fromkeys(("events", "book_events", "checksum_ok", "crossed", "resyncs"), 0)
+    pending.fold(counts)
+    assert counts["events"] == counts["book_events"] > 100 and counts["checksum_ok"] > 100
+    pending.fold(counts)  # folded: zero now
+    assert counts["events"] == counts["book_events"]
+    assert fast.stats["events"] + counts["events"] == emitted  # the Python's plus the Tally's
+
+
 def test_frames_set_refuses_what_it_cannot_use() -> None:
     native = events._native
     assert native is not None

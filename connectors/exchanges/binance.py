@@ -98,7 +98,7 @@ class BinanceHandler(Handler):
                                 data["q"], "sell" if data["m"] else "buy")]
         if "result" in data and "id" in data:  # subscription acknowledgement
             return []
-        self.stats["ignored"] += 1
+        self._stats["ignored"] += 1
         return []
 
     def _sym(self, native: str) -> str:
@@ -128,7 +128,7 @@ class BinanceHandler(Handler):
         first, last = data["U"], data["u"]
         if self.futures:
             if last < seq:
-                self.stats["dropped"] += 1
+                self._stats["dropped"] += 1
                 return []
             if st.fresh:
                 prev = seq if (first <= seq <= last or data["pu"] == seq) else data["pu"]
@@ -136,7 +136,7 @@ class BinanceHandler(Handler):
                 prev = data["pu"]
         else:
             if last <= seq:
-                self.stats["dropped"] += 1
+                self._stats["dropped"] += 1
                 return []
             prev = seq if first <= seq + 1 else first - 1
         d, outcome = self._book_event(sym, data["E"], rts, "update", last, prev, data["b"],
@@ -160,12 +160,12 @@ class BinanceHandler(Handler):
         last_id: int = msg["lastUpdateId"]
         keep = [(d, r) for d, r in st.buffer
                 if (d["u"] >= last_id if self.futures else d["u"] > last_id)]
-        self.stats["dropped"] += len(st.buffer) - len(keep)
+        self._stats["dropped"] += len(st.buffer) - len(keep)
         if keep:
             first = keep[0][0]["U"]
             too_old = first > last_id if self.futures else first > last_id + 1
             if too_old:
-                self.stats["stale_snapshot"] += 1
+                self._stats["stale_snapshot"] += 1
                 st.buffer = keep
                 return []
         d, _ = self._book_event(sym, msg.get("E", rts), rts, "snapshot", last_id, None,

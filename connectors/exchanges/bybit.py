@@ -40,7 +40,7 @@ class BybitHandler(Handler):
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         topic = msg.get("topic")
         if topic is None:  # subscription answers, pongs
-            self.stats["ignored"] += 1
+            self._stats["ignored"] += 1
             return []
         if topic.startswith("orderbook."):
             data = msg["data"]
@@ -51,7 +51,7 @@ class BybitHandler(Handler):
                                         data["a"])
                 return [d]
             if sym in self._unsynced or sym not in self.books:
-                self.stats["dropped"] += 1
+                self._stats["dropped"] += 1
                 return []
             d, _ = self._book_event(sym, msg["ts"], rts, "update", u, u - 1, data["b"],
                                     data["a"])
@@ -59,5 +59,5 @@ class BybitHandler(Handler):
         if topic.startswith("publicTrade."):
             return [self._trade(to_symbol(t["s"]), t["T"], rts, str(t["i"]), t["p"], t["v"],
                                 t["S"].lower()) for t in msg["data"]]
-        self.stats["ignored"] += 1
+        self._stats["ignored"] += 1
         return []

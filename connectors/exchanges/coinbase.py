@@ -72,7 +72,7 @@ class CoinbaseHandler(Handler):
         if kind == "snapshot":
             sym = to_symbol(msg["product_id"])
             return self._snapshot(sym, rts, rts, msg["bids"], msg["asks"])
-        self.stats["ignored"] += 1
+        self._stats["ignored"] += 1
         return []
 
     def _snapshot(self, sym: str, ts: int, rts: int, bids: list[Any],
@@ -84,7 +84,7 @@ class CoinbaseHandler(Handler):
     def _update(self, sym: str, ts: int, rts: int, bids: list[list[str]],
                 asks: list[list[str]]) -> list[dict[str, Any]]:
         if sym in self._unsynced or sym not in self.books:
-            self.stats["dropped"] += 1
+            self._stats["dropped"] += 1
             return []
         d, _ = self._book_event(sym, ts, rts, "update", self._next(sym), self.books[sym].seq,
                                 bids, asks)
@@ -95,7 +95,7 @@ class CoinbaseHandler(Handler):
         seq = msg.get("sequence_num")
         if type(seq) is int:
             if self._conn_seq is not None and seq != self._conn_seq + 1:
-                self.stats["gaps"] += 1
+                self._stats["gaps"] += 1
                 for sym in self.books:
                     self._lose_sync(sym)
             self._conn_seq = seq
@@ -122,5 +122,5 @@ class CoinbaseHandler(Handler):
                                            str(t["trade_id"]), t["price"], t["size"],
                                            t["side"].lower()))
         else:  # heartbeats, subscriptions
-            self.stats["ignored"] += 1
+            self._stats["ignored"] += 1
         return out

@@ -92,7 +92,7 @@ class KrakenHandler(Handler):
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         if type(msg) is dict:  # heartbeat, systemStatus, subscriptionStatus
-            self.stats["ignored"] += 1
+            self._stats["ignored"] += 1
             return []
         channel: str = msg[-2]
         sym = kraken_symbol(msg[-1])
@@ -103,7 +103,7 @@ class KrakenHandler(Handler):
             return [self._trade(sym, sec_to_ms(t[2]), rts, f"{t[2]}-{i}", t[0], t[1],
                                 "buy" if t[3] == "b" else "sell")
                     for i, t in enumerate(msg[1])]
-        self.stats["ignored"] += 1
+        self._stats["ignored"] += 1
         return []
 
     def _book(self, sym: str, parts: list[dict[str, Any]], rts: int,
@@ -115,7 +115,7 @@ class KrakenHandler(Handler):
                                     [lv[:2] for lv in first.get("as", [])])
             return [d]
         if sym in self._unsynced or sym not in self.books:
-            self.stats["dropped"] += 1
+            self._stats["dropped"] += 1
             return []
         bids: list[list[str]] = []
         asks: list[list[str]] = []
@@ -138,7 +138,7 @@ class KrakenHandler(Handler):
         if checksum is not None:
             mine = kraken_checksum(book.top(10, "asks"), book.top(10, "bids"))
             if mine == int(checksum):
-                self.stats["checksum_ok"] += 1
+                self._stats["checksum_ok"] += 1
             else:
                 return self._checksum_bad(sym, d, numbered=True)
         return [d]
@@ -248,7 +248,7 @@ class KrakenV2Handler(Handler):
         super().__init__()
         self.depth = depth
         self.precisions: dict[str, tuple[int, int]] = dict(precisions or {})
-        self.stats.setdefault("checksum_unverified", 0)
+        self._stats.setdefault("checksum_unverified", 0)
         self._req = 0
 
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
@@ -271,7 +271,7 @@ class KrakenV2Handler(Handler):
         if "method" in msg:  # pong, subscription acks
             if msg.get("success") is False:
                 return [self._dead(f"kraken refused {msg['method']}: {msg.get('error')}")]
-            self.stats["ignored"] += 1
+            self._stats["ignored"] += 1
             return []
         channel = msg["channel"]
         if channel == "book":
@@ -285,7 +285,7 @@ class KrakenV2Handler(Handler):
             for p in msg["data"].get("pairs", ()):
                 self.precisions[kraken_symbol(p["symbol"])] = (int(p["price_precision"]),
                                                                int(p["qty_precision"]))
-        self.stats["ignored"] += 1  # instrument, heartbeat, status, other channels
+        self._stats["ignored"] += 1  # instrument, heartbeat, status, other channels
         return []
 
     def _v2_trade(self, t: dict[str, Any], rts: int) -> dict[str, Any]:
@@ -297,7 +297,7 @@ class KrakenV2Handler(Handler):
     def _book(self, d: dict[str, Any], snapshot: bool, rts: int) -> list[dict[str, Any]]:
         sym = kraken_symbol(d["symbol"])
         if not snapshot and (sym in self._unsynced or sym not in self.books):
-            self.stats["dropped"] += 1
+            self._stats["dropped"] += 1
             return []
         pdp, qdp = self.precisions.get(sym, (None, None))
         bids = [[at_precision(lv["price"], pdp), at_precision(lv["qty"], qdp)]
@@ -319,9 +319,9 @@ class KrakenV2Handler(Handler):
         if checksum is None:
             return [ev]
         if pdp is None:
-            self.stats["checksum_unverified"] += 1
+            self._stats["checksum_unverified"] += 1
         elif kraken_checksum(book.top(10, "asks"), book.top(10, "bids")) == checksum:
-            self.stats["checksum_ok"] += 1
+            self._stats["checksum_ok"] += 1
         else:
             return self._checksum_bad(sym, ev, numbered=True)
         return [ev]

@@ -64,7 +64,7 @@ class OkxHandler(Handler):
 
     def _on_message(self, msg: Any, rts: int) -> list[dict[str, Any]]:
         if "event" in msg or "data" not in msg:  # subscribe / error / login answers
-            self.stats["ignored"] += 1
+            self._stats["ignored"] += 1
             return []
         channel = msg["arg"]["channel"]
         if channel.startswith("books"):
@@ -76,7 +76,7 @@ class OkxHandler(Handler):
         if channel == "trades":
             return [self._trade(to_symbol(t["instId"]), int(t["ts"]), rts, str(t["tradeId"]),
                                 t["px"], t["sz"], t["side"]) for t in msg["data"]]
-        self.stats["ignored"] += 1
+        self._stats["ignored"] += 1
         return []
 
     def _book(self, sym: str, action: str, data: dict[str, Any],
@@ -92,12 +92,12 @@ class OkxHandler(Handler):
                                           checksum)
         else:
             if sym in self._unsynced or sym not in self.books:
-                self.stats["dropped"] += 1
+                self._stats["dropped"] += 1
                 return []
             if seq_id is not None:
                 prev = data["prevSeqId"]
                 if seq_id == prev and not bids and not asks:
-                    self.stats["ignored"] += 1
+                    self._stats["ignored"] += 1
                     return []
                 seq = seq_id
             else:
@@ -107,7 +107,7 @@ class OkxHandler(Handler):
         if outcome == "applied" and checksum is not None:
             book = self.books[sym]
             if okx_checksum(book.top(25, "bids"), book.top(25, "asks")) == checksum:
-                self.stats["checksum_ok"] += 1
+                self._stats["checksum_ok"] += 1
             else:
                 return self._checksum_bad(sym, d, numbered=seq_id is None)
         return [d]
