@@ -142,7 +142,17 @@ static PyObject *long_of(unsigned __int128 v)
 {
     if (v <= (unsigned __int128)ULLONG_MAX)
         return PyLong_FromUnsignedLongLong((unsigned long long)v);
-#if PY_VERSION_HEX >= 0x030D0000
+#if PY_VERSION_HEX < 0x030C0000
+    /* 3.11's int is its digits (PyLong_SHIFT bits each, least first): written directly, as
+     * the byte-array path does a byte at a time (a price key is past 64 bits from 18.4) */
+    int nd = 0;
+    for (unsigned __int128 t = v; t != 0; t >>= PyLong_SHIFT)
+        nd++;
+    PyLongObject *o = _PyLong_New(nd);
+    for (int i = 0; o != NULL && i < nd; i++, v >>= PyLong_SHIFT)
+        o->ob_digit[i] = (digit)(v & PyLong_MASK);
+    return (PyObject *)o;
+#elif PY_VERSION_HEX >= 0x030D0000
     return PyLong_FromUnsignedNativeBytes(&v, sizeof(v), Py_ASNATIVEBYTES_NATIVE_ENDIAN);
 #else
     return _PyLong_FromByteArray((const unsigned char *)&v, sizeof(v), PY_LITTLE_ENDIAN, 0);
@@ -2358,6 +2368,13 @@ static int key_units(PyObject *key, unsigned __int128 *k)
 {
     if (!PyLong_CheckExact(key) || _PyLong_Sign(key) < 0 || _PyLong_NumBits(key) > 128)
         return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    const PyLongObject *o = (const PyLongObject *)key; /* 3.11's digits: see long_of */
+    unsigned __int128 d = 0;
+    for (Py_ssize_t i = Py_SIZE(o) - 1; i >= 0; i--)
+        d = (d << PyLong_SHIFT) | o->ob_digit[i];
+    *k = d;
+#else
     unsigned char bytes[16];
 #if PY_VERSION_HEX >= 0x030D0000
     if (PyLong_AsNativeBytes(key, bytes, 16, Py_ASNATIVEBYTES_LITTLE_ENDIAN |
@@ -2373,6 +2390,7 @@ static int key_units(PyObject *key, unsigned __int128 *k)
     for (int i = 15; i >= 0; i--)
         v = (v << 8) | bytes[i];
     *k = v;
+#endif
     return 1;
 }
 
@@ -2458,7 +2476,19 @@ static int fb_load(FeedBook *b, int s, PyObject *levels)
         if ((l[i].nonzero = PyObject_IsTrue(PyTuple_GET_ITEM(lv, 2))) < 0)
             goto done;
     }
-    qsort(l, (size_t)n, sizeof(Load), load_cmp);
+    Py_ssize_t up = 1, down = 1; /* sent sorted (as exchanges do, best first): no sort */
+    for (Py_ssize_t i = 1; i < n && (up || down); i++) {
+        up = up && l[i - 1].k < l[i].k;
+        down = down && l[i - 1].k > l[i].k;
+    }
+    if (down) /* distinct keys: their order is the sorted one */
+        for (Py_ssize_t i = 0, j = n - 1; i < j; i++, j--) {
+            Load x = l[i];
+            l[i] = l[j];
+            l[j] = x;
+        }
+    else if (!up)
+        qsort(l, (size_t)n, sizeof(Load), load_cmp);
     for (Py_ssize_t i = 0; i < n; i++) /* the last of each key, if not a zero */
         if ((i + 1 == n || l[i + 1].k != l[i].k) && l[i].nonzero)
             l[kept++] = l[i];

@@ -497,6 +497,31 @@ def test_feedbook_answers_as_book(evs: list[Any]) -> None:
             assert _reads(fb) == _reads(book), i
 
 
+@pytest.mark.parametrize("order", ["ascending", "descending", "repeated", "repeated descending",
+                                   "shuffled", "one"])
+def test_feedbook_snapshot_in_any_order(order: str) -> None:
+    """A snapshot sent sorted either way is loaded without a sort; with a price repeated (the
+    last one wins, a zero removes it) or shuffled, sorted: each as a Book has it."""
+    pxs = [f"{100 + i}.5" for i in range(40)]
+    if order == "descending":
+        pxs.reverse()
+    elif order.startswith("repeated"):
+        pxs[10] = pxs[9]  # next to each other: the later one's quantity wins
+        pxs[20] = pxs[30]
+        if order.endswith("descending"):
+            pxs.reverse()
+    elif order == "shuffled":
+        pxs = pxs[::7] + pxs[1::7] + pxs[2::7] + pxs[3::7] + pxs[4::7] + pxs[5::7] + pxs[6::7]
+    elif order == "one":
+        pxs = pxs[:1]
+    levels = [(px, "0" if i == 20 else f"{i + 1}") for i, px in enumerate(pxs)]
+    mine, ref = events._native.FeedBook(), Book()  # type: ignore[union-attr]
+    for b in (mine, ref):
+        assert b.apply(_book_event("snapshot", 1, None, levels, [])) == "applied"
+        assert b.apply(_book_event("snapshot", 2, None, [], levels)) == "applied"
+    assert _reads(mine) == _reads(ref)
+
+
 def test_feedbook_refuses_what_book_refuses() -> None:
     native = events._native
     assert native is not None
