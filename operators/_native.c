@@ -3148,6 +3148,75 @@ static PyObject *symbol_of(PyObject *fn, PyObject *native)
     return sym;
 }
 
+/* A frame's symbol, known valid: symbol_of and then key_valid made a str of the native symbol,
+ * hashed it and looked it up in three dicts a frame. Their answers for (the symbol function,
+ * valid_key, the exchange, the native text) are kept in a small table of the last ones. */
+typedef struct {
+    PyObject *fn, *valid, *ex, *sym; /* held */
+    Py_ssize_t n;
+    char text[32];
+} SymSlot;
+#define NSYMS 64
+static SymSlot sym_slots[NSYMS];
+
+/* fn's symbol (to_symbol, kraken_symbol) of the native symbol [p, p + n) (ASCII), where
+ * valid_key(handler.exchange, it) holds: a new reference; NULL without an exception where not
+ * plainly so (the Python decides), with one on an error that must propagate. */
+static PyObject *valid_symbol_text(PyObject *h, PyObject *fn, const char *p, Py_ssize_t n)
+{
+    if (fn == NULL || fo_valid_key == NULL)
+        return NULL;
+    PyObject *ex = PyObject_GetAttr(h, fa_exchange), *native = NULL, *sym = NULL, *ok = NULL;
+    if (ex == NULL || !PyUnicode_CheckExact(ex))
+        goto done;
+    uint32_t x = 2166136261u; /* FNV-1a */
+    for (Py_ssize_t i = 0; i < n; i++)
+        x = (x ^ (unsigned char)p[i]) * 16777619u;
+    SymSlot *slot = &sym_slots[(x ^ (uint32_t)((uintptr_t)fn >> 4)) % NSYMS];
+    if (slot->fn == fn && slot->valid == fo_valid_key && slot->ex == ex && slot->n == n &&
+        memcmp(slot->text, p, (size_t)n) == 0) {
+        sym = Py_NewRef(slot->sym);
+        goto done;
+    }
+    if ((native = ascii_str(p, n)) == NULL || (sym = symbol_of(fn, native)) == NULL)
+        goto done;
+    ok = answer(fo_valid_key, ex, sym);
+    if (ok != Py_True) {
+        Py_CLEAR(sym);
+        goto done;
+    }
+    if (n <= (Py_ssize_t)sizeof(slot->text)) { /* kept: the new ones set before the old go */
+        PyObject *old[4] = {slot->fn, slot->valid, slot->ex, slot->sym};
+        slot->fn = Py_NewRef(fn);
+        slot->valid = Py_NewRef(fo_valid_key);
+        slot->ex = Py_NewRef(ex);
+        slot->sym = Py_NewRef(sym);
+        slot->n = n;
+        memcpy(slot->text, p, (size_t)n);
+        for (int i = 0; i < 4; i++)
+            Py_XDECREF(old[i]);
+    }
+done:
+    Py_XDECREF(ex);
+    Py_XDECREF(native);
+    Py_XDECREF(ok);
+    if (sym == NULL)
+        clear_ordinary();
+    return sym;
+}
+
+/* valid_symbol_text of a native symbol str (symbol_of and key_valid where not plain ASCII). */
+static PyObject *valid_symbol(PyObject *h, PyObject *fn, PyObject *native)
+{
+    if (plain_ascii(native))
+        return valid_symbol_text(h, fn, (const char *)PyUnicode_DATA(native),
+                                 PyUnicode_GET_LENGTH(native));
+    PyObject *sym = symbol_of(fn, native);
+    if (sym != NULL && !key_valid(h, sym))
+        Py_CLEAR(sym);
+    return sym;
+}
+
 /* The handler's number for sym stored (Handler._next's side effect). */
 static int store_number(PyObject *h, PyObject *sym, long long seq)
 {
@@ -3391,7 +3460,7 @@ static PyObject *kraken_update(PyObject *h, PyObject *rts, PyObject *sym, PyObje
 {
     PyObject *out = NULL, *ts_o = NULL;
     long long seq;
-    if (ts > MAX_TS_LL || fo_kraken_py == NULL || !key_valid(h, sym) ||
+    if (ts > MAX_TS_LL || fo_kraken_py == NULL ||
         !next_number(h, sym, &seq) ||
         !book_ready(book, seq, 0, 0))
         goto python;
@@ -3464,7 +3533,7 @@ static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t 
     lvs_init(&la);
     if (depth_o == NULL)
         goto done;
-    if ((sym = symbol_of(fo_kraken_symbol, PyList_GET_ITEM(msg, n - 1))) == NULL ||
+    if ((sym = valid_symbol(h, fo_kraken_symbol, PyList_GET_ITEM(msg, n - 1))) == NULL ||
         (book = synced_book(h, sym)) == NULL) {
         out = PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
         goto done;
@@ -3539,7 +3608,7 @@ static PyObject *coinbase_update(PyObject *h, PyObject *rts, PyObject *sym, PyOb
 {
     long long seq, prev;
     PyObject *ts_o;
-    if (!key_valid(h, sym) || !next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0) ||
+    if (!next_number(h, sym, &seq) || !book_ready(book, seq, 0, 0) ||
         !int_in(((FeedBook *)book)->seq, 0, LLONG_MAX, &prev)) /* book_ready read it */
         return PyErr_Occurred() ? NULL : Py_NewRef(Py_None);
     if ((ts_o = PyLong_FromLongLong(ts)) == NULL || store_number(h, sym, seq) < 0) {
@@ -3581,7 +3650,7 @@ static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
-    if ((sym = symbol_of(fo_to_symbol, pid)) == NULL || (book = synced_book(h, sym)) == NULL)
+    if ((sym = valid_symbol(h, fo_to_symbol, pid)) == NULL || (book = synced_book(h, sym)) == NULL)
         goto python;
     if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
         goto done;
@@ -3748,14 +3817,12 @@ static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (!scan_ch(&sc, '}') || sc.p != sc.end || seen != 15 || !iso_ms_text(time, time_n, &ts) ||
         ts < 0 || ts > MAX_TS_LL)
         Py_RETURN_NONE;
-    PyObject *pid_o = ascii_str(pid, pid_n), *sym = NULL, *book = NULL,
-             *bids = NULL, *asks = NULL, *out = NULL;
+    PyObject *sym = NULL, *book = NULL, *bids = NULL, *asks = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
-    if (pid_o == NULL)
-        goto done;
-    if ((sym = symbol_of(fo_to_symbol, pid_o)) == NULL || (book = synced_book(h, sym)) == NULL)
+    if ((sym = valid_symbol_text(h, fo_to_symbol, pid, pid_n)) == NULL ||
+        (book = synced_book(h, sym)) == NULL)
         goto python;
     if ((bids = PyList_New(0)) == NULL || (asks = PyList_New(0)) == NULL)
         goto done;
@@ -3779,7 +3846,6 @@ python:
 done:
     lvs_free(&lb);
     lvs_free(&la);
-    Py_XDECREF(pid_o);
     Py_XDECREF(sym);
     Py_XDECREF(book);
     Py_XDECREF(bids);
@@ -3880,7 +3946,7 @@ static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObjec
 {
     long long seq;
     PyObject *sym = NULL, *book = NULL, *sync = NULL, *st = NULL, *out = NULL;
-    if ((sym = symbol_of(fo_to_symbol, s)) == NULL)
+    if ((sym = valid_symbol(h, fo_to_symbol, s)) == NULL)
         goto python;
     if ((sync = PyObject_GetAttr(h, fa_sync)) == NULL || !PyDict_CheckExact(sync)) {
         clear_ordinary();
@@ -3922,7 +3988,7 @@ static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObjec
             goto python; /* dropped */
         prev = first <= seq + 1 ? seq : first - 1;
     }
-    if (prev != seq || last <= seq || !key_valid(h, sym) || !book_ready(book, last, prev, 1))
+    if (prev != seq || last <= seq || !book_ready(book, last, prev, 1))
         goto python;
     PyObject *d = commit_update(h, book, sym, E, rts, last, prev, b, a, NULL, lb, la);
     if (d == NULL || PyObject_SetAttr(st, fa_fresh, Py_False) < 0) {
@@ -4185,7 +4251,7 @@ static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t na
     long long chan, ts = 0, ck = 0, depth = 0;
     if (!scan_ch(&sc, '[') || !scan_uint(&sc, &chan) || !scan_ch(&sc, ','))
         Py_RETURN_NONE;
-    PyObject *bids = PyList_New(0), *asks = PyList_New(0), *pair_o = NULL, *sym = NULL,
+    PyObject *bids = PyList_New(0), *asks = PyList_New(0), *sym = NULL,
              *book = NULL, *depth_o = NULL, *ck_o = NULL, *out = NULL;
     Lvs lb, la;
     lvs_init(&lb);
@@ -4232,12 +4298,12 @@ static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t na
         rc = PyErr_Occurred() ? -1 : 0;
         goto done;
     }
-    if ((pair_o = ascii_str(pr, prn)) == NULL ||
-        (has_ck && (ck_o = PyLong_FromLongLong(ck)) == NULL)) {
+    if (has_ck && (ck_o = PyLong_FromLongLong(ck)) == NULL) {
         rc = -1;
         goto done;
     }
-    if ((sym = symbol_of(fo_kraken_symbol, pair_o)) == NULL || (book = synced_book(h, sym)) == NULL)
+    if ((sym = valid_symbol_text(h, fo_kraken_symbol, pr, prn)) == NULL ||
+        (book = synced_book(h, sym)) == NULL)
         goto done;
     out = kraken_update(h, rts, sym, book, depth_o, depth, bids, asks, &lb, &la, ts, ck_o);
     rc = 1;
@@ -4248,7 +4314,6 @@ done:
     lvs_free(&la);
     Py_XDECREF(bids);
     Py_XDECREF(asks);
-    Py_XDECREF(pair_o);
     Py_XDECREF(sym);
     Py_XDECREF(book);
     Py_XDECREF(depth_o);
@@ -4286,7 +4351,7 @@ static PyObject *okx_update(PyObject *h, PyObject *rts, PyObject *inst, long lon
     PyObject *sym = NULL, *book = NULL, *ts_o = NULL, *out = NULL;
     if (!numbered && seq == prev && lb->n == 0 && la->n == 0)
         goto python; /* an empty update that repeats its number: ignored */
-    if ((sym = symbol_of(fo_to_symbol, inst)) == NULL || (book = synced_book(h, sym)) == NULL)
+    if ((sym = valid_symbol(h, fo_to_symbol, inst)) == NULL || (book = synced_book(h, sym)) == NULL)
         goto python;
     if (numbered) {
         PyObject *bseq = PyObject_GetAttr(book, fk_seq);
@@ -4295,7 +4360,7 @@ static PyObject *okx_update(PyObject *h, PyObject *rts, PyObject *inst, long lon
         if (!plain || !next_number(h, sym, &seq))
             goto python;
     }
-    if (fo_okx_py == NULL || !key_valid(h, sym) || !book_ready(book, seq, prev, 1))
+    if (fo_okx_py == NULL || !book_ready(book, seq, prev, 1))
         goto python;
     if ((ts_o = PyLong_FromLongLong(ts)) == NULL || (numbered && store_number(h, sym, seq) < 0))
         goto done;
@@ -4582,8 +4647,8 @@ static PyObject *bybit_frame(PyObject *self, PyObject *const *args, Py_ssize_t n
     Lvs lb, la;
     lvs_init(&lb);
     lvs_init(&la);
-    if ((sym = symbol_of(fo_to_symbol, s)) == NULL || (book = synced_book(h, sym)) == NULL ||
-        !key_valid(h, sym) || !book_ready(book, seq, seq - 1, 1))
+    if ((sym = valid_symbol(h, fo_to_symbol, s)) == NULL || (book = synced_book(h, sym)) == NULL ||
+        !book_ready(book, seq, seq - 1, 1))
         goto python;
     int rc = levels_as_sent(b, &lb);
     if (rc > 0)

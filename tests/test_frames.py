@@ -307,6 +307,36 @@ def test_a_frame_the_compiled_path_refuses_changes_nothing() -> None:
     assert full_state(fast) == before
 
 
+@pytest.mark.parametrize("exchange", ["kraken", "coinbase"])
+def test_the_symbols_kept_follow_valid_key(exchange: str) -> None:
+    """The compiled paths keep the symbols they found valid (by their text): a valid_key
+    registered anew is asked again, and a symbol it refuses goes to the Python."""
+    native = events._native
+    assert native is not None
+    from connectors.exchanges import base
+    frames = frames_of(dict(RECORDINGS)[exchange])
+    fast = HANDLERS[exchange]()
+    compiled = type(fast)._fast_raw
+    assert compiled is not None
+    for fr in frames[:300]:
+        feed(fast, fr)
+    taken = 0
+    for fr in frames[300:600]:
+        if fr.kind == "rest":
+            feed(fast, fr)
+            continue
+        try:
+            native.frames_set("valid_key", lambda ex, sym: False)
+            assert compiled(fast, fr.raw, fr.rts) is None
+        finally:
+            native.frames_set("valid_key", base.valid_key)
+        out = compiled(fast, fr.raw, fr.rts)
+        if out is None:
+            feed(fast, fr)
+        taken += out is not None
+    assert taken > 100
+
+
 def _first_update(exchange: str, fast: Handler, ref: Handler) -> tuple[int, Frame, Any]:
     """Feed both handlers until the next frame is one the compiled path takes; return it."""
     name = dict(RECORDINGS)[exchange]
