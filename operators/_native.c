@@ -2841,19 +2841,25 @@ static PyTypeObject FeedBookType = {
     .tp_new = fb_new,
 };
 
-/* -- Tally: the counters the compiled paths move ----------------------------------------------
+/* -- Tally: the counters the compiled paths move, and the handler's containers ------------------
  * stats[name] += 1 on a dict of ints was three lookups and an int made per counter, a tenth of a
  * small frame. A handler keeps a Tally (Handler._tally) the compiled paths add to, and its
  * `stats` property folds it into the dict when read (the Python adds to the dict directly:
- * additions commute). */
+ * additions commute). The Tally also holds the handler's books, _unsynced and _seq (bound once,
+ * in Handler.__init__) and its exchange: found once per compiled call (state_of), where reading
+ * each from the handler was a lookup in its type and then its dict, eight a Kraken frame. */
 enum { T_EVENTS, T_BOOK_EVENTS, T_CHECKSUM_OK, T_CROSSED, T_RESYNCS, T_SLOTS };
+
+enum { H_BOOKS, H_UNSYNCED, H_SEQS, H_EXCHANGE, H_ATTRS };
 
 typedef struct {
     PyObject_HEAD
     long long n[T_SLOTS];
+    PyObject *attr[H_ATTRS]; /* held; NULL: read from the handler */
 } Tally;
 
 static PyTypeObject TallyType;
+static Tally *state_of(PyObject *h);
 
 static PyObject *tally_name(int slot)
 {
@@ -2875,10 +2881,11 @@ static int stat_add(PyObject *stats, PyObject *name, long long by)
 }
 
 /* The handler's counter of slot moved by one: in its Tally, else (none) in its stats. */
-static int count_one(PyObject *h, PyObject *tally, int slot)
+static int count_one(PyObject *h, int slot)
 {
-    if (tally != NULL && Py_TYPE(tally) == &TallyType) {
-        ((Tally *)tally)->n[slot]++;
+    Tally *t = state_of(h);
+    if (t != NULL) {
+        t->n[slot]++;
         return 0;
     }
     PyObject *stats = PyObject_GetAttr(h, fa_stats);
@@ -2887,25 +2894,38 @@ static int count_one(PyObject *h, PyObject *tally, int slot)
     return rc;
 }
 
-/* The handler's Tally (a new reference), or NULL without an exception where it has none. */
-static PyObject *tally_of(PyObject *h)
-{
-    PyObject *t = PyObject_GetAttr(h, fa_tally);
-    if (t == NULL || Py_TYPE(t) != &TallyType) {
-        Py_XDECREF(t);
-        clear_ordinary();
-        return NULL;
-    }
-    return t;
-}
-
 static PyObject *tally_new(PyTypeObject *type, PyObject *args, PyObject *kw)
 {
-    if (PyTuple_GET_SIZE(args) != 0 || (kw != NULL && PyDict_GET_SIZE(kw) != 0)) {
-        PyErr_SetString(PyExc_TypeError, "Tally() takes no arguments");
+    static char *names[] = {"books", "unsynced", "seqs", "exchange", NULL};
+    PyObject *a[H_ATTRS] = {NULL, NULL, NULL, NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O!O!O!U:Tally", names, &PyDict_Type, &a[0],
+                                     &PySet_Type, &a[1], &PyDict_Type, &a[2], &a[3]))
         return NULL;
-    }
-    return type->tp_alloc(type, 0);
+    Tally *t = (Tally *)type->tp_alloc(type, 0);
+    for (int i = 0; t != NULL && i < H_ATTRS; i++)
+        t->attr[i] = Py_XNewRef(a[i]);
+    return (PyObject *)t;
+}
+
+static int tally_traverse(Tally *t, visitproc visit, void *arg)
+{
+    for (int i = 0; i < H_ATTRS; i++)
+        Py_VISIT(t->attr[i]);
+    return 0;
+}
+
+static int tally_clear(Tally *t)
+{
+    for (int i = 0; i < H_ATTRS; i++)
+        Py_CLEAR(t->attr[i]);
+    return 0;
+}
+
+static void tally_dealloc(Tally *t)
+{
+    PyObject_GC_UnTrack(t);
+    tally_clear(t);
+    Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
 /* Tally.fold(stats): every count added into the mapping, then zero. */
@@ -2933,22 +2953,79 @@ static PyTypeObject TallyType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "operators._native.Tally",
     .tp_basicsize = sizeof(Tally),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Counters the compiled book frames move, folded into a handler's stats when read.",
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Tally(books, unsynced, seqs, exchange): a handler's counters the compiled book\n"
+              "frames move (folded into its stats when read), and its containers they use.",
     .tp_methods = tally_methods,
     .tp_new = tally_new,
+    .tp_traverse = (traverseproc)tally_traverse,
+    .tp_clear = (inquiry)tally_clear,
+    .tp_dealloc = (destructor)tally_dealloc,
 };
 
-/* Handler._lose_sync */
-static int lose_sync(PyObject *h, PyObject *tally, PyObject *sym)
+/* The handler a compiled call runs for and its Tally (held, or NULL: none), found once per
+ * call: set by the first state_of, cleared as each entry point starts and ends (ENTRY), so a
+ * handler whose frame a Python callback runs meanwhile finds its own. */
+static struct {
+    PyObject *h;
+    PyObject *t;
+} cur_state;
+
+static void state_clear(void)
 {
-    PyObject *unsynced = PyObject_GetAttr(h, fa_unsynced);
+    PyObject *t = cur_state.t;
+    cur_state.h = NULL;
+    cur_state.t = NULL;
+    Py_XDECREF(t);
+}
+
+static Tally *state_of(PyObject *h)
+{
+    if (cur_state.h == h)
+        return (Tally *)cur_state.t;
+    PyObject *t = PyObject_GetAttr(h, fa_tally);
+    if (t == NULL || Py_TYPE(t) != &TallyType) {
+        Py_XDECREF(t);
+        clear_ordinary();
+        t = NULL;
+    }
+    state_clear();
+    cur_state.h = h;
+    cur_state.t = t;
+    return (Tally *)t;
+}
+
+/* A compiled entry point: name##_run between two state_clear()s. */
+#define ENTRY(name)                                                                  \
+    static PyObject *name(PyObject *self, PyObject *const *args, Py_ssize_t nargs)  \
+    {                                                                                \
+        state_clear();                                                               \
+        PyObject *r = name##_run(self, args, nargs);                                 \
+        state_clear();                                                               \
+        return r;                                                                    \
+    }
+
+/* handler.books, ._unsynced, ._seq or .exchange: from its Tally where it holds them. A new
+ * reference, or NULL with an exception. */
+static PyObject *handler_attr(PyObject *h, int which)
+{
+    Tally *t = state_of(h);
+    if (t != NULL && t->attr[which] != NULL)
+        return Py_NewRef(t->attr[which]);
+    PyObject *names[H_ATTRS] = {fa_books, fa_unsynced, fa_seqs, fa_exchange};
+    return PyObject_GetAttr(h, names[which]);
+}
+
+/* Handler._lose_sync */
+static int lose_sync(PyObject *h, PyObject *sym)
+{
+    PyObject *unsynced = handler_attr(h, H_UNSYNCED);
     if (unsynced == NULL)
         return -1;
     int has = PySequence_Contains(unsynced, sym), rc = has < 0 ? -1 : 0;
     if (has == 0) {
         PyObject *r = PyObject_CallMethod(unsynced, "add", "(O)", sym);
-        rc = (r == NULL || count_one(h, tally, T_RESYNCS) < 0) ? -1 : 0;
+        rc = (r == NULL || count_one(h, T_RESYNCS) < 0) ? -1 : 0;
         Py_XDECREF(r);
     }
     Py_DECREF(unsynced);
@@ -2959,10 +3036,10 @@ static int lose_sync(PyObject *h, PyObject *tally, PyObject *sym)
  * reference; NULL without an exception where it is not (the Python decides). */
 static PyObject *synced_book(PyObject *h, PyObject *sym)
 {
-    PyObject *books = PyObject_GetAttr(h, fa_books), *unsynced = NULL, *book = NULL;
+    PyObject *books = handler_attr(h, H_BOOKS), *unsynced = NULL, *book = NULL;
     if (books == NULL || !PyDict_CheckExact(books))
         goto done;
-    unsynced = PyObject_GetAttr(h, fa_unsynced);
+    unsynced = handler_attr(h, H_UNSYNCED);
     if (unsynced == NULL || !PyAnySet_CheckExact(unsynced))
         goto done;
     int waiting = PySet_Contains(unsynced, sym);
@@ -2980,7 +3057,7 @@ done:
 /* Handler._next without storing it: the handler's next number of sym, if a plain one. */
 static int next_number(PyObject *h, PyObject *sym, long long *out)
 {
-    PyObject *seqs = PyObject_GetAttr(h, fa_seqs), *cur = NULL;
+    PyObject *seqs = handler_attr(h, H_SEQS), *cur = NULL;
     int ok = 0;
     if (seqs != NULL && PyDict_CheckExact(seqs)) {
         cur = PyDict_GetItemWithError(seqs, sym);
@@ -3038,10 +3115,10 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
                                PyObject *rts, long long seq, long long prev, PyObject *bids,
                                PyObject *asks, PyObject *checksum, Lvs *lb, Lvs *la)
 {
-    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL, *tally = NULL;
+    PyObject *d = NULL, *ex = NULL, *seq_o = NULL, *prev_o = NULL;
     FeedBook *fb = (FeedBook *)book;
     int crossed;
-    if ((ex = PyObject_GetAttr(h, fa_exchange)) == NULL ||
+    if ((ex = handler_attr(h, H_EXCHANGE)) == NULL ||
         (seq_o = PyLong_FromLongLong(seq)) == NULL ||
         (prev_o = PyLong_FromLongLong(prev)) == NULL || (d = new_event(checksum != NULL)) == NULL)
         goto error;
@@ -3061,10 +3138,9 @@ static PyObject *commit_update(PyObject *h, PyObject *book, PyObject *sym, PyObj
     Py_SETREF(fb->seq, Py_NewRef(seq_o));
     crossed = fb_crossed(fb);
     Py_SETREF(fb->status, Py_NewRef(crossed ? fv_crossed : fv_ok));
-    tally = tally_of(h);
-    if (crossed && (count_one(h, tally, T_CROSSED) < 0 || lose_sync(h, tally, sym) < 0))
+    if (crossed && (count_one(h, T_CROSSED) < 0 || lose_sync(h, sym) < 0))
         goto error;
-    if (count_one(h, tally, T_BOOK_EVENTS) < 0 || count_one(h, tally, T_EVENTS) < 0)
+    if (count_one(h, T_BOOK_EVENTS) < 0 || count_one(h, T_EVENTS) < 0)
         goto error;
     goto done;
 error:
@@ -3073,7 +3149,6 @@ done:
     Py_XDECREF(ex);
     Py_XDECREF(seq_o);
     Py_XDECREF(prev_o);
-    Py_XDECREF(tally);
     return d;
 }
 
@@ -3123,7 +3198,7 @@ static int key_valid(PyObject *h, PyObject *sym)
 {
     if (fo_valid_key == NULL)
         return 0;
-    PyObject *ex = PyObject_GetAttr(h, fa_exchange), *r = NULL;
+    PyObject *ex = handler_attr(h, H_EXCHANGE), *r = NULL;
     if (ex != NULL && PyUnicode_CheckExact(ex))
         r = answer(fo_valid_key, ex, sym);
     int ok = r == Py_True;
@@ -3166,7 +3241,7 @@ static PyObject *valid_symbol_text(PyObject *h, PyObject *fn, const char *p, Py_
 {
     if (fn == NULL || fo_valid_key == NULL)
         return NULL;
-    PyObject *ex = PyObject_GetAttr(h, fa_exchange), *native = NULL, *sym = NULL, *ok = NULL;
+    PyObject *ex = handler_attr(h, H_EXCHANGE), *native = NULL, *sym = NULL, *ok = NULL;
     if (ex == NULL || !PyUnicode_CheckExact(ex))
         goto done;
     uint32_t x = 2166136261u; /* FNV-1a */
@@ -3220,7 +3295,7 @@ static PyObject *valid_symbol(PyObject *h, PyObject *fn, PyObject *native)
 /* The handler's number for sym stored (Handler._next's side effect). */
 static int store_number(PyObject *h, PyObject *sym, long long seq)
 {
-    PyObject *seqs = PyObject_GetAttr(h, fa_seqs), *v = PyLong_FromLongLong(seq);
+    PyObject *seqs = handler_attr(h, H_SEQS), *v = PyLong_FromLongLong(seq);
     int rc = (seqs == NULL || v == NULL) ? -1 : PyObject_SetItem(seqs, sym, v);
     Py_XDECREF(seqs);
     Py_XDECREF(v);
@@ -3246,13 +3321,13 @@ static PyObject *list_of(PyObject *d)
 static PyObject *checksum_step(PyObject *h, PyObject *sym, PyObject *d, PyObject *crc,
                                PyObject *theirs, int numbered)
 {
-    PyObject *tally = NULL, *out = NULL;
+    PyObject *out = NULL;
     int same = crc == NULL ? -1 : PyObject_RichCompareBool(crc, theirs, Py_EQ);
     Py_XDECREF(crc);
     if (same < 0)
         goto done;
     if (same) {
-        if (count_one(h, tally = tally_of(h), T_CHECKSUM_OK) < 0)
+        if (count_one(h, T_CHECKSUM_OK) < 0)
             goto done;
         out = list_of(Py_NewRef(d));
     } else {
@@ -3260,7 +3335,6 @@ static PyObject *checksum_step(PyObject *h, PyObject *sym, PyObject *d, PyObject
                                          numbered ? Py_True : Py_False, NULL);
     }
 done:
-    Py_XDECREF(tally);
     return out;
 }
 
@@ -3504,7 +3578,7 @@ PyDoc_STRVAR(kraken_frame_doc,
 "kraken_frame(handler, msg, rts) -> list | None: a Kraken v1 book update, as\n"
 "KrakenHandler._on_message; None (nothing changed) for anything else.");
 
-static PyObject *kraken_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *kraken_frame_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("kraken_frame", args, nargs);
     if (ready <= 0)
@@ -3599,6 +3673,7 @@ done:
     Py_XDECREF(ck_o);
     return out;
 }
+ENTRY(kraken_frame)
 
 /* The rest of coinbase_frame (and coinbase_raw) once the frame was read: the update of sym's
  * synced book, numbered by the handler, its levels (lb, la) parsed from the emitted bids and
@@ -3625,7 +3700,7 @@ PyDoc_STRVAR(coinbase_frame_doc,
 "coinbase_frame(handler, msg, rts) -> list | None: a Coinbase Exchange l2update, as\n"
 "CoinbaseHandler._on_message; None (nothing changed) for anything else.");
 
-static PyObject *coinbase_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *coinbase_frame_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("coinbase_frame", args, nargs);
     if (ready <= 0)
@@ -3683,6 +3758,7 @@ done:
     Py_XDECREF(asks);
     return out;
 }
+ENTRY(coinbase_frame)
 
 /* -- a Coinbase l2update read from its text -------------------------------------------------
  * Decoding a small frame was a third of its time: orjson builds a dict, a list of lists and five
@@ -3754,7 +3830,7 @@ PyDoc_STRVAR(coinbase_raw_doc,
 "coinbase_raw(handler, raw, rts) -> list | None: coinbase_frame of a Coinbase l2update read\n"
 "from its text (str or bytes) without decoding it; None (nothing changed) for anything else.");
 
-static PyObject *coinbase_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *coinbase_raw_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("coinbase_raw", args, nargs);
     if (ready <= 0)
@@ -3852,6 +3928,7 @@ done:
     Py_XDECREF(asks);
     return out;
 }
+ENTRY(coinbase_raw)
 
 /* The levels of a side sent as they are ([[px, qty], ...] exactly): 1, else 0; -1 error. */
 static int levels_as_sent(PyObject *raw, Lvs *s)
@@ -3886,7 +3963,7 @@ PyDoc_STRVAR(binance_frame_doc,
 "binance_frame(handler, msg, rts) -> list | None: a Binance (spot or USD-M) depthUpdate of a\n"
 "synced symbol, as BinanceHandler._on_message; None (nothing changed) for anything else.");
 
-static PyObject *binance_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *binance_frame_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("binance_frame", args, nargs);
     if (ready <= 0)
@@ -3937,6 +4014,7 @@ static PyObject *binance_frame(PyObject *self, PyObject *const *args, Py_ssize_t
     lvs_free(&la);
     return out;
 }
+ENTRY(binance_frame)
 
 /* The rest of binance_frame (and binance_raw) once the fields were read: the levels (lb, la)
  * parsed from the emitted b and a. */
@@ -3959,7 +4037,7 @@ static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObjec
     if (synced <= 0)
         goto python;
     /* The book: the Python path creates none here (a synced symbol has one) */
-    PyObject *books = PyObject_GetAttr(h, fa_books);
+    PyObject *books = handler_attr(h, H_BOOKS);
     if (books != NULL && PyDict_CheckExact(books))
         book = Py_XNewRef(PyDict_GetItemWithError(books, sym));
     Py_XDECREF(books);
@@ -3995,7 +4073,7 @@ static PyObject *binance_update(PyObject *h, PyObject *rts, PyObject *s, PyObjec
         Py_XDECREF(d);
         goto done;
     }
-    PyObject *unsynced = PyObject_GetAttr(h, fa_unsynced);
+    PyObject *unsynced = handler_attr(h, H_UNSYNCED);
     int lost = unsynced == NULL ? -1 : PySequence_Contains(unsynced, sym);
     Py_XDECREF(unsynced);
     if (lost < 0 || (lost && PyObject_SetAttr(st, fa_synced, Py_False) < 0)) {
@@ -4123,7 +4201,7 @@ PyDoc_STRVAR(binance_raw_doc,
 "binance_raw(handler, raw, rts) -> list | None: binance_frame of a depthUpdate read from its\n"
 "text (str or bytes) without decoding it; None (nothing changed) for anything else.");
 
-static PyObject *binance_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *binance_raw_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("binance_raw", args, nargs);
     if (ready <= 0)
@@ -4197,6 +4275,7 @@ done:
     Py_XDECREF(E);
     return out;
 }
+ENTRY(binance_raw)
 
 /* -- a Kraken v1 book update read from its text -----------------------------------------------
  * As coinbase_raw: [channelID,{"a":[[px,qty,time(,"r")],...],"b":[...],"c":"..."}(,{...}),
@@ -4239,7 +4318,7 @@ PyDoc_STRVAR(kraken_raw_doc,
 "kraken_raw(handler, raw, rts) -> list | None: kraken_frame of a book update read from its\n"
 "text (str or bytes) without decoding it; None (nothing changed) for anything else.");
 
-static PyObject *kraken_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *kraken_raw_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("kraken_raw", args, nargs);
     if (ready <= 0)
@@ -4320,6 +4399,7 @@ done:
     Py_XDECREF(ck_o);
     return out;
 }
+ENTRY(kraken_raw)
 
 /* OKX's [lv[:2] for lv in raw] into out (levels of at least two fields), its levels into s:
  * 1, else 0; -1 error. */
@@ -4389,7 +4469,7 @@ PyDoc_STRVAR(okx_frame_doc,
 "okx_frame(handler, msg, rts) -> list | None: an OKX books update (one book in the frame),\n"
 "as OkxHandler._on_message; None (nothing changed) for anything else.");
 
-static PyObject *okx_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *okx_frame_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("okx_frame", args, nargs);
     if (ready <= 0)
@@ -4457,6 +4537,7 @@ done:
     Py_XDECREF(asks);
     return out;
 }
+ENTRY(okx_frame)
 
 /* -- an OKX books update read from its text ----------------------------------------------------
  * As coinbase_raw: {"arg":{"channel":"books...","instId":...},"action":"update","data":[{"asks":
@@ -4508,7 +4589,7 @@ PyDoc_STRVAR(okx_raw_doc,
 "okx_raw(handler, raw, rts) -> list | None: okx_frame of a books update read from its text\n"
 "(str or bytes) without decoding it; None (nothing changed) for anything else.");
 
-static PyObject *okx_raw(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *okx_raw_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("okx_raw", args, nargs);
     if (ready <= 0)
@@ -4614,12 +4695,13 @@ done:
     Py_XDECREF(check_o);
     return out;
 }
+ENTRY(okx_raw)
 
 PyDoc_STRVAR(bybit_frame_doc,
 "bybit_frame(handler, msg, rts) -> list | None: a Bybit v5 orderbook delta, as\n"
 "BybitHandler._on_message; None (nothing changed) for anything else.");
 
-static PyObject *bybit_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+static PyObject *bybit_frame_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     int ready = frame_args("bybit_frame", args, nargs);
     if (ready <= 0)
@@ -4669,6 +4751,7 @@ done:
     Py_XDECREF(book);
     return out;
 }
+ENTRY(bybit_frame)
 
 PyDoc_STRVAR(scan_ids_doc,
              "scan_ids(ids, start, stop, floor) -> (fresh, top): see operators/ticker.py.");

@@ -337,6 +337,42 @@ def test_the_symbols_kept_follow_valid_key(exchange: str) -> None:
     assert taken > 100
 
 
+def test_a_callback_that_runs_another_handlers_frame() -> None:
+    """A compiled call finds its handler's state once: a Python callback in the middle of it
+    (here the symbol function, a new one before each frame so that it is asked) that runs
+    another handler's frame leaves each handler its own books, numbers and counters."""
+    from connectors.exchanges import kraken
+    native = events._native
+    assert native is not None
+    frames = frames_of("cryptofeed/KRAKEN.ws.50.0")
+    fast, ref = pair("kraken")
+    other, other_ref = pair("kraken")
+    queue, fed, inside = iter(frames), [], []
+
+    def asking(name: str) -> str:
+        if not inside:  # the other handler's own frame asks too: not again
+            fr = next(queue, None)
+            if fr is not None:
+                inside.append(fr)
+                try:
+                    feed(other, fr)
+                finally:
+                    inside.pop()
+                fed.append(fr)
+        return kraken.kraken_symbol(name)
+
+    try:
+        for i, fr in enumerate(frames):
+            native.frames_set("kraken_symbol", lambda name: asking(name))
+            assert_same(fast, ref, fr, None, i, full=False)
+    finally:
+        native.frames_set("kraken_symbol", kraken.kraken_symbol)
+    for fr in fed:
+        feed(other_ref, fr)
+    assert len(fed) > 3000
+    assert light_state(other) == light_state(other_ref)
+
+
 def _first_update(exchange: str, fast: Handler, ref: Handler) -> tuple[int, Frame, Any]:
     """Feed both handlers until the next frame is one the compiled path takes; return it."""
     name = dict(RECORDINGS)[exchange]

@@ -160,12 +160,14 @@ class Handler:
 
     def __init__(self) -> None:
         self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
-        # What the compiled paths count, kept in C until ``stats`` is read (see there).
-        self._tally = _native.Tally() if _native is not None else None
+        # These three are bound once: the compiled paths hold them (in ``_tally``).
         self.books: dict[str, Book] = {}
         self._unsynced: set[str] = set()
-        self._raw: str | bytes = b""
         self._seq: dict[str, int] = {}  # the numbers of feeds without a sequence of their own
+        self._raw: str | bytes = b""
+        # What the compiled paths count, kept in C until ``stats`` is read (see there).
+        self._tally = _native.Tally(self.books, self._unsynced, self._seq, self.exchange) \
+            if _native is not None else None
         self.seq_base = 0  # where they start (live: the creation time, module doc)
 
     @property
