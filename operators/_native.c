@@ -2177,11 +2177,51 @@ typedef struct {
 } Frag;
 #define NFRAGS 128
 
+/* Each side is a row of chunks, each a sorted array of at most CHUNK entries: a level set deep
+ * in a book of thousands moved every entry behind it in one array (the memmove was a tenth of a
+ * Binance futures frame); in a chunk it moves at most CHUNK. */
+#define CHUNK 64
+
 typedef struct {
-    Entry *v;
-    Py_ssize_t n, cap;
+    Entry *v; /* room for CHUNK */
+    Py_ssize_t n;
+    unsigned __int128 last; /* v[n - 1].k: what the row's search reads */
+} Chunk;
+
+typedef struct {
+    Chunk *c; /* none empty */
+    Py_ssize_t nc, ccap, n; /* chunks, room for them, entries */
     unsigned long long gen; /* moved by every change: what a side's cached text was built at */
 } Row;
+
+/* Row order: a before b (bids ascending, asks descending: the best last). */
+#define BEFORE(a, b, ask) ((ask) ? (a) > (b) : (a) < (b))
+
+/* A row's entries from the best down: row_it, then row_next until NULL. */
+typedef struct {
+    Row *r;
+    Py_ssize_t ci, j;
+} RowIt;
+
+static void row_it(RowIt *it, Row *r)
+{
+    it->r = r;
+    it->ci = r->nc - 1;
+    it->j = r->nc > 0 ? r->c[r->nc - 1].n - 1 : -1;
+}
+
+static Entry *row_next(RowIt *it)
+{
+    while (it->ci >= 0 && it->j < 0)
+        if (--it->ci >= 0)
+            it->j = it->r->c[it->ci].n - 1;
+    return it->ci < 0 ? NULL : &it->r->c[it->ci].v[it->j--];
+}
+
+static Entry *row_best(Row *r)
+{
+    return r->nc > 0 ? &r->c[r->nc - 1].v[r->c[r->nc - 1].n - 1] : NULL;
+}
 
 /* A side's part of Kraken's checksum text (its top 10 fragments, joined), with the running CRC
  * after it for the asks (they come first): an update touches one side, and the other side's
@@ -2223,86 +2263,193 @@ static void frags_clear(FeedBook *b)
 
 static void row_clear(Row *r)
 {
-    Entry *v = r->v; /* detached first: a string's release could run code that reads the row */
-    Py_ssize_t n = r->n;
-    r->v = NULL;
-    r->n = r->cap = 0;
+    Chunk *c = r->c; /* detached first: a string's release could run code that reads the row */
+    Py_ssize_t nc = r->nc;
+    r->c = NULL;
+    r->nc = r->ccap = r->n = 0;
     r->gen++;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_DECREF(v[i].px);
-        Py_DECREF(v[i].qty);
+    for (Py_ssize_t ci = 0; ci < nc; ci++) {
+        for (Py_ssize_t i = 0; i < c[ci].n; i++) {
+            Py_DECREF(c[ci].v[i].px);
+            Py_DECREF(c[ci].v[i].qty);
+        }
+        PyMem_Free(c[ci].v);
     }
-    PyMem_Free(v);
+    PyMem_Free(c);
 }
 
-/* Where k is or would go in a row (ascending for bids, descending for asks); *found. */
-static Py_ssize_t row_find(Row *r, unsigned __int128 k, int ask, int *found)
+static void chunk_sync(Chunk *c)
 {
-    Py_ssize_t lo = 0, hi = r->n;
-    if (hi > 0 && r->v[hi - 1].k == k) { /* the best level: the common case */
+    if (c->n > 0)
+        c->last = c->v[c->n - 1].k;
+}
+
+/* A new empty chunk at index at (those from there on move up): 0, or -1 (no memory). */
+static int chunk_insert(Row *r, Py_ssize_t at)
+{
+    if (r->nc == r->ccap) {
+        Py_ssize_t cap = r->ccap ? 2 * r->ccap : 4;
+        Chunk *c = PyMem_Realloc(r->c, (size_t)cap * sizeof(Chunk));
+        if (c == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        r->c = c;
+        r->ccap = cap;
+    }
+    Entry *v = PyMem_Malloc(CHUNK * sizeof(Entry));
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memmove(&r->c[at + 1], &r->c[at], (size_t)(r->nc - at) * sizeof(Chunk));
+    r->c[at].v = v;
+    r->c[at].n = 0;
+    r->nc++;
+    return 0;
+}
+
+/* Chunk at dropped (its entries already gone or moved). */
+static void chunk_remove(Row *r, Py_ssize_t at)
+{
+    PyMem_Free(r->c[at].v);
+    memmove(&r->c[at], &r->c[at + 1], (size_t)(r->nc - at - 1) * sizeof(Chunk));
+    r->nc--;
+}
+
+/* Chunk ci, left under a quarter full by a removal, merged with a neighbour or evened out with
+ * it: the chunks stay a quarter full at least (bounded memory and search). */
+static void row_even(Row *r, Py_ssize_t ci)
+{
+    if (r->c[ci].n >= CHUNK / 4 || r->nc < 2)
+        return;
+    Py_ssize_t a = ci + 1 < r->nc ? ci : ci - 1; /* the pair a, a + 1 */
+    Chunk *x = &r->c[a], *y = &r->c[a + 1];
+    Py_ssize_t total = x->n + y->n, m;
+    if (total <= CHUNK) {
+        memcpy(x->v + x->n, y->v, (size_t)y->n * sizeof(Entry));
+        x->n = total;
+        chunk_sync(x);
+        chunk_remove(r, a + 1);
+        return;
+    }
+    if (x->n < total / 2) { /* y's first entries to x's end */
+        m = total / 2 - x->n;
+        memcpy(x->v + x->n, y->v, (size_t)m * sizeof(Entry));
+        memmove(y->v, y->v + m, (size_t)(y->n - m) * sizeof(Entry));
+        x->n += m;
+        y->n -= m;
+    } else { /* x's last entries to y's front */
+        m = x->n - total / 2;
+        memmove(y->v + m, y->v, (size_t)y->n * sizeof(Entry));
+        memcpy(y->v, x->v + x->n - m, (size_t)m * sizeof(Entry));
+        x->n -= m;
+        y->n += m;
+    }
+    chunk_sync(x);
+    chunk_sync(y);
+}
+
+/* Where k is or would go in a row: its chunk *ci (the first whose last entry is not before k,
+ * else the last) and the index in it; *found. */
+static Py_ssize_t row_find(Row *r, unsigned __int128 k, int ask, Py_ssize_t *ci, int *found)
+{
+    *found = 0;
+    *ci = 0;
+    if (r->nc == 0)
+        return 0;
+    Py_ssize_t lo = 0, hi = r->nc - 1;
+    if (r->c[hi].last == k) { /* the best level: the common case */
+        *ci = hi;
         *found = 1;
-        return hi - 1;
+        return r->c[hi].n - 1;
     }
     while (lo < hi) {
         Py_ssize_t mid = lo + (hi - lo) / 2;
-        unsigned __int128 m = r->v[mid].k;
-        if (m == k) {
-            *found = 1;
-            return mid;
-        }
-        if (ask ? m > k : m < k)
+        if (BEFORE(r->c[mid].last, k, ask))
             lo = mid + 1;
         else
             hi = mid;
     }
-    *found = 0;
-    return lo;
+    *ci = lo;
+    Chunk *c = &r->c[lo];
+    Py_ssize_t a = 0, b = c->n;
+    while (a < b) {
+        Py_ssize_t mid = a + (b - a) / 2;
+        unsigned __int128 m = c->v[mid].k;
+        if (m == k) {
+            *found = 1;
+            return mid;
+        }
+        if (BEFORE(m, k, ask))
+            a = mid + 1;
+        else
+            b = mid;
+    }
+    return a;
 }
 
 /* One level set (qty zero: removed), as _Side.set does for each: 0, or -1 (no memory). */
 static int row_set(Row *r, int ask, unsigned __int128 k, int nonzero, PyObject *px, PyObject *qty)
 {
+    Py_ssize_t ci;
     int found;
     r->gen++;
-    Py_ssize_t i = row_find(r, k, ask, &found);
+    Py_ssize_t i = row_find(r, k, ask, &ci, &found);
     if (found) {
-        Entry *e = &r->v[i];
+        Chunk *c = &r->c[ci];
+        Entry *e = &c->v[i];
         if (nonzero) {
             Py_SETREF(e->px, Py_NewRef(px));
             Py_SETREF(e->qty, Py_NewRef(qty));
-        } else {
-            PyObject *p = e->px, *q = e->qty;
-            memmove(e, e + 1, (size_t)(r->n - i - 1) * sizeof(Entry));
-            r->n--;
-            Py_DECREF(p);
-            Py_DECREF(q);
+            return 0;
         }
+        PyObject *p = e->px, *q = e->qty;
+        memmove(e, e + 1, (size_t)(c->n - i - 1) * sizeof(Entry));
+        c->n--;
+        r->n--;
+        if (c->n == 0) {
+            chunk_remove(r, ci);
+        } else {
+            chunk_sync(c);
+            row_even(r, ci);
+        }
+        Py_DECREF(p);
+        Py_DECREF(q);
         return 0;
     }
     if (!nonzero)
         return 0;
-    if (r->n == r->cap) {
-        Py_ssize_t cap = r->cap ? 2 * r->cap : 64;
-        Entry *v = PyMem_Realloc(r->v, (size_t)cap * sizeof(Entry));
-        if (v == NULL) {
-            PyErr_NoMemory();
+    if (r->nc == 0 && chunk_insert(r, 0) < 0)
+        return -1;
+    if (r->c[ci].n == CHUNK) { /* full: its upper half to a new chunk after it */
+        if (chunk_insert(r, ci + 1) < 0)
             return -1;
+        Chunk *c = &r->c[ci], *d = &r->c[ci + 1];
+        memcpy(d->v, c->v + CHUNK / 2, (CHUNK / 2) * sizeof(Entry));
+        c->n = d->n = CHUNK / 2;
+        chunk_sync(c);
+        chunk_sync(d);
+        if (i > CHUNK / 2) {
+            ci++;
+            i -= CHUNK / 2;
         }
-        r->v = v;
-        r->cap = cap;
     }
-    memmove(&r->v[i + 1], &r->v[i], (size_t)(r->n - i) * sizeof(Entry));
-    r->v[i].k = k;
-    r->v[i].px = Py_NewRef(px);
-    r->v[i].qty = Py_NewRef(qty);
+    Chunk *c = &r->c[ci];
+    memmove(&c->v[i + 1], &c->v[i], (size_t)(c->n - i) * sizeof(Entry));
+    c->v[i].k = k;
+    c->v[i].px = Py_NewRef(px);
+    c->v[i].qty = Py_NewRef(qty);
+    c->n++;
     r->n++;
+    chunk_sync(c);
     return 0;
 }
 
 static int fb_crossed(FeedBook *b)
 {
-    Row *bids = &b->side[0], *asks = &b->side[1];
-    return bids->n > 0 && asks->n > 0 && bids->v[bids->n - 1].k >= asks->v[asks->n - 1].k;
+    Entry *bid = row_best(&b->side[0]), *ask = row_best(&b->side[1]);
+    return bid != NULL && ask != NULL && bid->k >= ask->k;
 }
 
 static PyObject *fb_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -2492,22 +2639,20 @@ static int fb_load(FeedBook *b, int s, PyObject *levels)
     for (Py_ssize_t i = 0; i < n; i++) /* the last of each key, if not a zero */
         if ((i + 1 == n || l[i + 1].k != l[i].k) && l[i].nonzero)
             l[kept++] = l[i];
-    if (r->n != 0 || kept > r->cap) {
-        row_clear(r);
-        if ((r->v = PyMem_Malloc((size_t)(kept ? kept : 1) * sizeof(Entry))) == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        r->cap = kept ? kept : 1;
-    }
+    row_clear(r);
     for (Py_ssize_t j = 0; j < kept; j++) { /* bids ascending, asks descending */
+        if (j % (CHUNK * 3 / 4) == 0 && chunk_insert(r, r->nc) < 0) /* room to grow */
+            goto done;
         Load *x = &l[s ? kept - 1 - j : j];
         PyObject *lv = PySequence_Fast_GET_ITEM(seq, x->i);
-        r->v[j].k = x->k;
-        r->v[j].px = Py_NewRef(PyTuple_GET_ITEM(lv, 1));
-        r->v[j].qty = Py_NewRef(PyTuple_GET_ITEM(lv, 3));
+        Chunk *c = &r->c[r->nc - 1];
+        c->v[c->n].k = x->k;
+        c->v[c->n].px = Py_NewRef(PyTuple_GET_ITEM(lv, 1));
+        c->v[c->n].qty = Py_NewRef(PyTuple_GET_ITEM(lv, 3));
+        c->n++;
+        r->n++;
+        chunk_sync(c);
     }
-    r->n = kept;
     r->gen++;
     rc = 0;
 done:
@@ -2619,8 +2764,10 @@ static PyObject *row_top(Row *r, Py_ssize_t n)
 {
     n = n < 0 ? 0 : (n > r->n ? r->n : n);
     PyObject *out = PyList_New(n);
+    RowIt it;
+    row_it(&it, r);
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-        Entry *e = &r->v[r->n - 1 - i];
+        Entry *e = row_next(&it);
         PyObject *t = PyTuple_Pack(2, e->px, e->qty);
         if (t == NULL)
             Py_CLEAR(out);
@@ -2664,20 +2811,30 @@ static PyObject *fb_cut(FeedBook *b, PyObject *const *args, Py_ssize_t nargs)
     PyObject *out = PyList_New(extra); /* the worst first: the row's start */
     if (out == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < extra; i++) {
-        PyObject *t = PyTuple_Pack(2, r->v[i].px, r->v[i].qty);
-        if (t == NULL) {
-            Py_DECREF(out);
-            return NULL;
+    for (Py_ssize_t ci = 0, i = 0; i < extra; ci++)
+        for (Py_ssize_t j = 0; j < r->c[ci].n && i < extra; j++, i++) {
+            PyObject *t = PyTuple_Pack(2, r->c[ci].v[j].px, r->c[ci].v[j].qty);
+            if (t == NULL) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            PyList_SET_ITEM(out, i, t);
         }
-        PyList_SET_ITEM(out, i, t);
+    for (Py_ssize_t left = extra; left > 0;) {
+        Chunk *c = &r->c[0];
+        Py_ssize_t m = c->n < left ? c->n : left;
+        for (Py_ssize_t j = 0; j < m; j++) {
+            Py_DECREF(c->v[j].px);
+            Py_DECREF(c->v[j].qty);
+        }
+        c->n -= m;
+        r->n -= m;
+        left -= m;
+        if (c->n == 0)
+            chunk_remove(r, 0);
+        else
+            memmove(c->v, c->v + m, (size_t)c->n * sizeof(Entry));
     }
-    for (Py_ssize_t i = 0; i < extra; i++) {
-        Py_DECREF(r->v[i].px);
-        Py_DECREF(r->v[i].qty);
-    }
-    memmove(r->v, r->v + extra, (size_t)(r->n - extra) * sizeof(Entry));
-    r->n -= extra;
     r->gen++;
     return out;
 }
@@ -2686,10 +2843,10 @@ static PyObject *fb_best(FeedBook *b, int s)
 {
     if (b->book != NULL)
         return PyObject_CallMethod(b->book, s ? "best_ask" : "best_bid", NULL);
-    Row *r = &b->side[s];
-    if (r->n == 0)
+    Entry *e = row_best(&b->side[s]);
+    if (e == NULL)
         Py_RETURN_NONE;
-    return PyTuple_Pack(2, r->v[r->n - 1].px, r->v[r->n - 1].qty);
+    return PyTuple_Pack(2, e->px, e->qty);
 }
 
 static PyObject *fb_best_bid(FeedBook *b, PyObject *unused) { return fb_best(b, 0); }
@@ -2723,9 +2880,20 @@ static PyObject *fb_levels(FeedBook *b, PyObject *side)
         return NULL;
     }
     Row *r = &b->side[s];
+    Py_ssize_t n = r->n;
+    Entry *copy = PyMem_Malloc((size_t)(n ? n : 1) * sizeof(Entry)); /* own is Python code */
+    if (copy == NULL)
+        return PyErr_NoMemory();
+    RowIt it;
+    row_it(&it, r);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        copy[i] = *row_next(&it);
+        Py_INCREF(copy[i].px);
+        Py_INCREF(copy[i].qty);
+    }
     PyObject *out = PyList_New(0);
-    for (Py_ssize_t i = r->n - 1; out != NULL && i >= 0; i--) {
-        PyObject *k = long_of(r->v[i].k), *px = Py_NewRef(r->v[i].px), *q = Py_NewRef(r->v[i].qty);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *k = long_of(copy[i].k), *px = copy[i].px, *q = copy[i].qty;
         PyObject *own = k == NULL ? NULL : PyObject_CallOneArg(fo_own, q);
         PyObject *t = (own == NULL || !PyTuple_Check(own) || PyTuple_GET_SIZE(own) < 1) ? NULL
                       : PyTuple_Pack(4, k, px, PyTuple_GET_ITEM(own, 0), q);
@@ -2735,12 +2903,13 @@ static PyObject *fb_levels(FeedBook *b, PyObject *side)
             Py_CLEAR(out);
         }
         Py_XDECREF(k);
-        Py_DECREF(px);
-        Py_DECREF(q);
         Py_XDECREF(own);
-        if (out != NULL && r->n <= i) /* only Python code in own can change the row */
-            break;
     }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_DECREF(copy[i].px);
+        Py_DECREF(copy[i].qty);
+    }
+    PyMem_Free(copy);
     return out;
 }
 
@@ -2748,8 +2917,10 @@ static PyObject *fb_levels(FeedBook *b, PyObject *side)
 static PyObject *row_join(Row *r, int col)
 {
     PyObject *parts = PyList_New(r->n);
+    RowIt it;
+    row_it(&it, r);
     for (Py_ssize_t i = 0; parts != NULL && i < r->n; i++) {
-        Entry *e = &r->v[r->n - 1 - i];
+        Entry *e = row_next(&it);
         PyList_SET_ITEM(parts, i, Py_NewRef(col ? e->qty : e->px));
     }
     PyObject *out = parts == NULL ? NULL : PyUnicode_Join(fv_space, parts);
@@ -3395,17 +3566,17 @@ static Frag *frag_of(FeedBook *b, Entry *e, int mode, int *rc)
     return f;
 }
 
-/* Level i (best first) of a row appended to t, after sep where sep and t is not empty. */
-static int crc_level(CrcText *t, FeedBook *b, Row *r, Py_ssize_t i, char sep, int mode)
+/* An entry's part of OKX's checksum text appended to t, after a ':' where t is not empty. */
+static int crc_level(CrcText *t, FeedBook *b, Entry *e)
 {
     int rc;
-    Frag *f = frag_of(b, &r->v[r->n - 1 - i], mode, &rc);
+    Frag *f = frag_of(b, e, 2, &rc);
     if (f == NULL)
         return rc;
     if (t->n + (size_t)f->n + 1 > sizeof(t->buf))
         return 0;
-    if (sep && t->n)
-        t->buf[t->n++] = (unsigned char)sep;
+    if (t->n)
+        t->buf[t->n++] = ':';
     memcpy(t->buf + t->n, f->frag, (size_t)f->n);
     t->n += (size_t)f->n;
     return 1;
@@ -3422,9 +3593,11 @@ static int side_text(FeedBook *b, int s)
         return 1;
     st->valid = 0;
     st->n = 0;
+    RowIt it;
+    row_it(&it, r);
     for (Py_ssize_t i = 0; i < r->n && i < 10; i++) {
         int rc;
-        Frag *f = frag_of(b, &r->v[r->n - 1 - i], 1, &rc);
+        Frag *f = frag_of(b, row_next(&it), 1, &rc);
         if (f == NULL)
             return rc;
         if (st->n + (size_t)f->n > st->cap) {
@@ -3474,15 +3647,18 @@ static PyObject *book_crc(PyObject *book, int okx)
         uint32_t crc = crc_bytes(b->text[1].crc, b->text[0].buf, b->text[0].n) ^ 0xFFFFFFFFu;
         return PyLong_FromUnsignedLong(crc);
     }
-    Py_ssize_t n = 25, nb = bids->n < n ? bids->n : n, na = asks->n < n ? asks->n : n;
     CrcText *t = &crc_input; /* no Python code runs while it is written: the GIL keeps it ours */
     t->n = 0;
     int rc = 1;
-    for (Py_ssize_t i = 0; i < n && rc > 0; i++) { /* OKX: bids and asks interleaved */
-        if (i < nb)
-            rc = crc_level(t, b, bids, i, ':', mode);
-        if (i < na && rc > 0)
-            rc = crc_level(t, b, asks, i, ':', mode);
+    RowIt ib, ia;
+    row_it(&ib, bids);
+    row_it(&ia, asks);
+    for (Py_ssize_t i = 0; i < 25 && rc > 0; i++) { /* OKX: bids and asks interleaved */
+        Entry *e = i < bids->n ? row_next(&ib) : NULL;
+        if (e != NULL)
+            rc = crc_level(t, b, e);
+        if (rc > 0 && (e = i < asks->n ? row_next(&ia) : NULL) != NULL)
+            rc = crc_level(t, b, e);
     }
     if (rc <= 0)
         return rc < 0 ? NULL : Py_NewRef(Py_None);

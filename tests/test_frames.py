@@ -563,6 +563,63 @@ def test_feedbook_answers_as_book(evs: list[Any]) -> None:
             assert _reads(fb) == _reads(book), i
 
 
+deep_level = st.tuples(st.integers(1, 600).map(lambda t: f"{t / 4:.2f}"),
+                       st.sampled_from(["0", "0", "1", "2.5", "0.001"]))
+
+
+@settings(max_examples=30, deadline=None)
+@given(snapshot=st.lists(deep_level, min_size=150, max_size=400),
+       side=st.sampled_from(["bids", "asks"]),
+       batches=st.lists(st.tuples(st.lists(deep_level, min_size=20, max_size=150),
+                                  st.integers(0, 500)), min_size=1, max_size=12))
+def test_feedbook_deep_books_as_book(snapshot: list[tuple[str, str]], side: str,
+                                     batches: list[tuple[list[tuple[str, str]], int]]) -> None:
+    """Books of hundreds of levels (each side a row of chunks of 64 that split, merge and even
+    out as levels come and go), updated in large batches anywhere in the book and cut: every
+    read as a Book's, the whole book included."""
+    native = events._native
+    assert native is not None
+    fb, book = native.FeedBook(), Book()
+    other = "asks" if side == "bids" else "bids"
+    for b in (fb, book):
+        b.apply(_book_event("snapshot", 1, None, *((snapshot, []) if side == "bids" else
+                                                   ([], snapshot))))
+    for seq, (levels, depth) in enumerate(batches, 2):
+        ev = _book_event("update", seq, seq - 1, *((levels, []) if side == "bids" else
+                                                   ([], levels)))
+        assert fb.apply(ev) == book.apply(ev)
+        assert _reads(fb) == _reads(book)
+        if depth % 3 == 0:
+            assert fb.cut(side, depth) == book.cut(side, depth)
+            assert fb.cut(other, depth) == book.cut(other, depth)
+            assert _reads(fb) == _reads(book)
+
+
+@pytest.mark.parametrize("side", ["bids", "asks"])
+def test_feedbook_churn_as_book(side: str) -> None:
+    """Blocks of levels added and removed across a deep book, so that its chunks split, empty,
+    merge and even out with a neighbour: after each block, every read as a Book's."""
+    import random
+    native = events._native
+    assert native is not None
+    rng = random.Random(7)
+    fb, book = native.FeedBook(), Book()
+    for b in (fb, book):
+        b.apply(_book_event("snapshot", 1, None, [], []))
+    for seq in range(2, 400):
+        start, n = rng.randrange(0, 2000), rng.randrange(1, 150)
+        step = rng.choice([1, 1, 2, 5])
+        qty = "0" if rng.random() < 0.45 else rng.choice(["1", "2.5"])
+        levels = [(f"{1000 + (start + i * step) % 2000}.5", qty) for i in range(n)]
+        if rng.random() < 0.3:
+            rng.shuffle(levels)
+        ev = _book_event("update", seq, seq - 1, *((levels, []) if side == "bids" else
+                                                   ([], levels)))
+        assert fb.apply(ev) == book.apply(ev) == "applied"
+        assert _reads(fb) == _reads(book), seq
+    assert 300 < fb.depth(side) < 2000
+
+
 @pytest.mark.parametrize("order", ["ascending", "descending", "repeated", "repeated descending",
                                    "shuffled", "one"])
 def test_feedbook_snapshot_in_any_order(order: str) -> None:
