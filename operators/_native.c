@@ -2364,13 +2364,16 @@ static Py_ssize_t row_find(Row *r, unsigned __int128 k, int ask, Py_ssize_t *ci,
         *found = 1;
         return r->c[hi].n - 1;
     }
-    while (lo < hi) {
-        Py_ssize_t mid = lo + (hi - lo) / 2;
-        if (BEFORE(r->c[mid].last, k, ask))
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    if (BEFORE(k, r->c[hi].v[0].k, ask)) /* else in the best chunk, where most updates go */
+        while (lo < hi) {
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            if (BEFORE(r->c[mid].last, k, ask))
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+    else
+        lo = hi;
     *ci = lo;
     Chunk *c = &r->c[lo];
     Py_ssize_t a = 0, b = c->n;

@@ -213,9 +213,10 @@ class Handler:
         """One WebSocket frame received at ``rts`` (ms) -> canonical events and dead letters."""
         self._stats["frames"] += 1
         self._raw = raw
-        if self._fast_raw is not None:
+        fast_raw = self._fast_raw  # read once: a class attribute read from an instance is slow
+        if fast_raw is not None:
             try:
-                fast = self._fast_raw(self, raw, rts)
+                fast = fast_raw(self, raw, rts)
             except self.GARBAGE as e:
                 return self._garbage(e)
             if fast is not None:
