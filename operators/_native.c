@@ -142,7 +142,7 @@ static PyObject *long_of(unsigned __int128 v)
 {
     if (v <= (unsigned __int128)ULLONG_MAX)
         return PyLong_FromUnsignedLongLong((unsigned long long)v);
-#if PY_VERSION_HEX < 0x030C0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
     /* 3.11's int is its digits (PyLong_SHIFT bits each, least first): written directly, as
      * the byte-array path does a byte at a time (a price key is past 64 bits from 18.4) */
     int nd = 0;
@@ -1873,6 +1873,8 @@ PyDoc_STRVAR(frames_set_doc,
 "'kraken_checksum_py', 'okx_checksum_py'. A frame that needs one not registered is left to\n"
 "the Python.");
 
+static void sym_slots_clear(void);
+
 static PyObject *frames_set(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyUnicode_Check(args[0])) {
@@ -1891,6 +1893,7 @@ static PyObject *frames_set(PyObject *self, PyObject *const *args, Py_ssize_t na
                 return NULL;
             }
             Py_XSETREF(*slots[i].slot, Py_NewRef(args[1]));
+            sym_slots_clear(); /* what they keep was found with the functions replaced */
             Py_RETURN_NONE;
         }
     }
@@ -2518,7 +2521,7 @@ static int key_units(PyObject *key, unsigned __int128 *k)
 {
     if (!PyLong_CheckExact(key) || _PyLong_Sign(key) < 0 || _PyLong_NumBits(key) > 128)
         return 0;
-#if PY_VERSION_HEX < 0x030C0000
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
     const PyLongObject *o = (const PyLongObject *)key; /* 3.11's digits: see long_of */
     unsigned __int128 d = 0;
     for (Py_ssize_t i = Py_SIZE(o) - 1; i >= 0; i--)
@@ -2644,8 +2647,10 @@ static int fb_load(FeedBook *b, int s, PyObject *levels)
             l[kept++] = l[i];
     row_clear(r);
     for (Py_ssize_t j = 0; j < kept; j++) { /* bids ascending, asks descending */
-        if (j % (CHUNK * 3 / 4) == 0 && chunk_insert(r, r->nc) < 0) /* room to grow */
+        if (j % (CHUNK * 3 / 4) == 0 && chunk_insert(r, r->nc) < 0) { /* room to grow */
+            row_clear(r); /* no half side: empty, as a failed load always left it */
             goto done;
+        }
         Load *x = &l[s ? kept - 1 - j : j];
         PyObject *lv = PySequence_Fast_GET_ITEM(seq, x->i);
         Chunk *c = &r->c[r->nc - 1];
@@ -3018,8 +3023,7 @@ static PyTypeObject FeedBookType = {
 /* -- Tally: the counters the compiled paths move, and the handler's containers ------------------
  * stats[name] += 1 on a dict of ints was three lookups and an int made per counter, a tenth of a
  * small frame. A handler keeps a Tally (Handler._tally) the compiled paths add to, and its
- * `stats` property folds it into the dict when read (the Python adds to the dict directly:
- * additions commute). The Tally also holds the handler's books, _unsynced and _seq (bound once,
+ * `stats` property adds it to a copy of the Python's counts when read. The Tally also holds the handler's books, _unsynced and _seq (bound once,
  * in Handler.__init__) and its exchange: found once per compiled call (state_of), where reading
  * each from the handler was a lookup in its type and then its dict, eight a Kraken frame. */
 enum { T_EVENTS, T_BOOK_EVENTS, T_CHECKSUM_OK, T_CROSSED, T_RESYNCS, T_SLOTS };
@@ -3062,6 +3066,8 @@ static int count_one(PyObject *h, int slot)
         t->n[slot]++;
         return 0;
     }
+    if (PyErr_Occurred()) /* not an ordinary one: state_of kept it */
+        return -1;
     PyObject *stats = PyObject_GetAttr(h, fa_stats);
     int rc = stats == NULL ? -1 : stat_add(stats, tally_name(slot), 1);
     Py_XDECREF(stats);
@@ -3102,24 +3108,18 @@ static void tally_dealloc(Tally *t)
     Py_TYPE(t)->tp_free((PyObject *)t);
 }
 
-/* Tally.fold(stats): every count added into the mapping, then zero. */
-static PyObject *tally_fold(Tally *t, PyObject *stats)
+/* Tally.add_to(stats): every count added into the mapping (a copy of the handler's stats: a
+ * read changes neither, so a reader on another thread cannot race the handler's increments). */
+static PyObject *tally_add_to(Tally *t, PyObject *stats)
 {
-    for (int i = 0; i < T_SLOTS; i++) {
-        long long by = t->n[i];
-        if (by == 0)
-            continue;
-        t->n[i] = 0; /* first: the mapping's code could fold again */
-        if (stat_add(stats, tally_name(i), by) < 0) {
-            t->n[i] += by;
+    for (int i = 0; i < T_SLOTS; i++)
+        if (t->n[i] != 0 && stat_add(stats, tally_name(i), t->n[i]) < 0)
             return NULL;
-        }
-    }
     Py_RETURN_NONE;
 }
 
 static PyMethodDef tally_methods[] = {
-    {"fold", (PyCFunction)tally_fold, METH_O, "fold(stats): the counts added into stats, then 0."},
+    {"add_to", (PyCFunction)tally_add_to, METH_O, "add_to(stats): the counts added into stats."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -3129,7 +3129,7 @@ static PyTypeObject TallyType = {
     .tp_basicsize = sizeof(Tally),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_doc = "Tally(books, unsynced, seqs, exchange): a handler's counters the compiled book\n"
-              "frames move (folded into its stats when read), and its containers they use.",
+              "frames move (added to its stats when read), and its containers they use.",
     .tp_methods = tally_methods,
     .tp_new = tally_new,
     .tp_traverse = (traverseproc)tally_traverse,
@@ -3186,6 +3186,8 @@ static PyObject *handler_attr(PyObject *h, int which)
     Tally *t = state_of(h);
     if (t != NULL && t->attr[which] != NULL)
         return Py_NewRef(t->attr[which]);
+    if (PyErr_Occurred()) /* not an ordinary one: state_of kept it */
+        return NULL;
     PyObject *names[H_ATTRS] = {fa_books, fa_unsynced, fa_seqs, fa_exchange};
     return PyObject_GetAttr(h, names[which]);
 }
@@ -3407,6 +3409,18 @@ typedef struct {
 } SymSlot;
 #define NSYMS 64
 static SymSlot sym_slots[NSYMS];
+
+static void sym_slots_clear(void)
+{
+    for (int i = 0; i < NSYMS; i++) {
+        SymSlot old = sym_slots[i];
+        memset(&sym_slots[i], 0, sizeof(SymSlot)); /* emptied before anything is released */
+        Py_XDECREF(old.fn);
+        Py_XDECREF(old.valid);
+        Py_XDECREF(old.ex);
+        Py_XDECREF(old.sym);
+    }
+}
 
 /* fn's symbol (to_symbol, kraken_symbol) of the native symbol [p, p + n) (ASCII), where
  * valid_key(handler.exchange, it) holds: a new reference; NULL without an exception where not

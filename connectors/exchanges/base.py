@@ -160,27 +160,28 @@ class Handler:
 
     def __init__(self) -> None:
         self._stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
-        # These three are bound once: the compiled paths hold them (in ``_tally``).
+        # These three, and the class's exchange, are bound once: the compiled paths hold them.
         self.books: dict[str, Book] = {}
         self._unsynced: set[str] = set()
         self._seq: dict[str, int] = {}  # the numbers of feeds without a sequence of their own
         self._raw: str | bytes = b""
-        # What the compiled paths count, kept in C until ``stats`` is read (see there).
+        # The compiled paths' counters (``stats`` adds them up), and their hold on those.
         self._tally = _native.Tally(self.books, self._unsynced, self._seq, self.exchange) \
             if _native is not None else None
         self.seq_base = 0  # where they start (live: the creation time, module doc)
 
     @property
     def stats(self) -> dict[str, int]:
-        """The counters (``STAT_NAMES``, and a handler's own), current when read.
+        """The counters (``STAT_NAMES``, and a handler's own), as a new dict.
 
         The compiled paths count in ``_tally`` (a dict update per counter was a tenth of a
-        small frame), folded in here; the Python adds to ``_stats`` directly, as additions
-        commute.
+        small frame), the Python in ``_stats``; a read adds them up and changes neither, so a
+        reader on another thread (the ingestion flow's metrics) cannot race the increments.
         """
+        out = dict(self._stats)
         if self._tally is not None:
-            self._tally.fold(self._stats)
-        return self._stats
+            self._tally.add_to(out)
+        return out
 
     # -- hooks a transport drives ------------------------------------------------------------
     def subscribe_messages(self, symbols: list[str]) -> list[str]:
