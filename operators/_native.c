@@ -2233,8 +2233,11 @@ typedef struct {
     unsigned char *buf;
     size_t n, cap;
     unsigned long long gen; /* the row's gen it was built at */
-    int valid;
-    uint32_t crc; /* asks: the running CRC after this text */
+    int valid, levels;
+    uint32_t crc;               /* asks: the running CRC after this text */
+    PyObject *px[10], *qty[10]; /* held: the levels it was built from, best first */
+    size_t end[10];             /* the text's length after each */
+    uint32_t at[10];            /* asks: the running CRC after each */
 } SideText;
 
 typedef struct {
@@ -2251,8 +2254,13 @@ static PyTypeObject FeedBookType;
 static void frags_clear(FeedBook *b)
 {
     for (int s = 0; s < 2; s++) { /* a side's text is made of fragments: gone with them */
-        PyMem_Free(b->text[s].buf);
-        memset(&b->text[s], 0, sizeof(SideText));
+        SideText old = b->text[s];
+        memset(&b->text[s], 0, sizeof(SideText)); /* emptied before anything is released */
+        PyMem_Free(old.buf);
+        for (int i = 0; i < 10; i++) {
+            Py_XDECREF(old.px[i]);
+            Py_XDECREF(old.qty[i]);
+        }
     }
     for (int i = 0; b->frags != NULL && i < NFRAGS; i++) {
         Py_CLEAR(b->frags[i].px);
@@ -3608,13 +3616,24 @@ static int side_text(FeedBook *b, int s)
     Row *r = &b->side[s];
     if (st->valid && st->gen == r->gen)
         return 1;
-    st->valid = 0;
-    st->n = 0;
     RowIt it;
     row_it(&it, r);
-    for (Py_ssize_t i = 0; i < r->n && i < 10; i++) {
+    int want = r->n < 10 ? (int)r->n : 10, p = 0;
+    Entry *e = NULL;
+    if (st->valid) /* the levels still where they were (the same strings): their text kept */
+        for (; p < want && p < st->levels; p++) {
+            e = row_next(&it);
+            if (e->px != st->px[p] || e->qty != st->qty[p])
+                break;
+            e = NULL;
+        }
+    st->valid = 0;
+    st->n = p > 0 ? st->end[p - 1] : 0;
+    uint32_t crc = p > 0 ? st->at[p - 1] : 0xFFFFFFFFu;
+    for (int i = p; i < want; i++, e = NULL) {
         int rc;
-        Frag *f = frag_of(b, row_next(&it), 1, &rc);
+        Entry *x = e != NULL ? e : row_next(&it);
+        Frag *f = frag_of(b, x, 1, &rc);
         if (f == NULL)
             return rc;
         if (st->n + (size_t)f->n > st->cap) {
@@ -3629,9 +3648,18 @@ static int side_text(FeedBook *b, int s)
         }
         memcpy(st->buf + st->n, f->frag, (size_t)f->n);
         st->n += (size_t)f->n;
+        st->end[i] = st->n;
+        if (s == 1) /* the asks come first: their running CRC kept level by level */
+            st->at[i] = crc = crc_bytes(crc, f->frag, (size_t)f->n);
+        Py_XSETREF(st->px[i], Py_NewRef(x->px));
+        Py_XSETREF(st->qty[i], Py_NewRef(x->qty));
     }
-    if (s == 1)
-        st->crc = crc_bytes(0xFFFFFFFFu, st->buf, st->n);
+    for (int i = want; i < 10; i++) {
+        Py_CLEAR(st->px[i]);
+        Py_CLEAR(st->qty[i]);
+    }
+    st->levels = want;
+    st->crc = crc;
     st->gen = r->gen;
     st->valid = 1;
     return 1;

@@ -377,6 +377,41 @@ def test_a_callback_that_runs_another_handlers_frame() -> None:
     assert light_state(other) == light_state(other_ref)
 
 
+def test_kraken_checksums_of_a_book_that_grows_and_shrinks() -> None:
+    """The checksum text a side keeps level by level (reused up to the first level that
+    changed) on a book of fewer than 10 levels that grows past 10 and shrinks again, each
+    update with its true checksum: every one verified, as the reference does."""
+    from connectors.exchanges.kraken import kraken_checksum_py
+    fast, ref = pair("kraken")
+    asks = {f"{100 + i}.{i}0": f"{i + 1}.5" for i in range(3)}
+    bids = {f"{90 - i}.{i}0": f"{i + 2}.25" for i in range(3)}
+
+    def top(side: dict[str, str], best_first_desc: bool) -> list[tuple[str, str]]:
+        return sorted(side.items(), key=lambda lv: float(lv[0]), reverse=best_first_desc)[:10]
+
+    def frame(body: dict[str, Any]) -> Frame:
+        raw = json.dumps([336, body, "book-1000", "XBT/USD"], separators=(",", ":"))
+        return Frame(rts_ns=1_700_000_000_000_000_000, kind="ws", symbol="", raw=raw)
+
+    snap = frame({"as": [[p, q, "1700000000.1"] for p, q in asks.items()],
+                  "bs": [[p, q, "1700000000.1"] for p, q in bids.items()]})
+    assert_same(fast, ref, snap, None, 0, full=True)
+    steps = [("a", f"{103 + i}.5", "1.0") for i in range(9)]  # asks grow behind the best
+    steps += [("b", f"{88 - i}.5", "2.0") for i in range(9)]  # then the bids
+    steps += [("a", p, "0.00000000") for p in list(asks)[:2]]  # the best asks go
+    steps += [("a", "99.9", "3.0"), ("b", "90.00", "7.0"), ("a", "104.5", "0.00000000")]
+    for i, (side, px, qty) in enumerate(steps, 1):
+        book = asks if side == "a" else bids
+        if float(qty):
+            book[px] = qty
+        else:
+            book.pop(px, None)
+        crc = kraken_checksum_py(top(asks, False), top(bids, True))
+        assert_same(fast, ref, frame({side: [[px, qty, f"1700000000.{i + 1}"]], "c": str(crc)}),
+                    None, i, full=True)
+    assert fast.stats["checksum_ok"] == ref.stats["checksum_ok"] == len(steps)
+
+
 def _first_update(exchange: str, fast: Handler, ref: Handler) -> tuple[int, Frame, Any]:
     """Feed both handlers until the next frame is one the compiled path takes; return it."""
     name = dict(RECORDINGS)[exchange]
