@@ -1819,7 +1819,7 @@ static PyObject *top_index(PyObject *self, PyObject *counts)
  * The frame's parts are borrowed from msg across those callbacks: msg is the handler's fresh
  * decode, which no callback can reach, so nothing can free them meanwhile. */
 static PyObject *fv_applied, *fv_duplicate, *fv_gap, *fv_skipped, *fv_space;
-static PyObject *fv_one, *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken_symbol, *fo_kraken_py,
+static PyObject *fo_book_type, *fo_valid_key, *fo_to_symbol, *fo_kraken_symbol, *fo_kraken_py,
     *fo_okx_py;
 static PyObject *fk_type, *fk_ex, *fk_sym, *fk_ts, *fk_rts, *fk_action, *fk_seq, *fk_prev_seq,
     *fk_bids, *fk_asks, *fk_checksum, *fv_book, *fv_update, *fv_ok, *fv_stale, *fv_crossed,
@@ -1861,7 +1861,7 @@ static int intern_frame_names(void)
     for (size_t i = 0; i < sizeof(values) / sizeof(values[0]); i++)
         if ((*values[i].p = PyUnicode_InternFromString(values[i].s)) == NULL)
             return -1;
-    return (fv_one = PyLong_FromLong(1)) == NULL ? -1 : 0;
+    return 0;
 }
 
 static PyObject *fo_own; /* operators.orderbook._own: a quantity's (units, decimals) */
